@@ -1,0 +1,224 @@
+/* cfutures: shared declarations for the _cfutures extension.
+ *
+ * Locking model
+ * -------------
+ * Every Future field is protected by the GIL of the interpreter that owns
+ * the future; there is no per-future lock.  A thread that must block
+ * (result(), wait(), as_completed()) links a cf_waiter into the future's
+ * list while holding the GIL, releases the GIL and sleeps on the waiter's
+ * semaphore.  Completion (always with the GIL held) walks the list and
+ * posts the semaphores.  The waiter unlinks itself after re-taking the GIL,
+ * so a link is never freed while a completer may see it.
+ *
+ * Pure-C pieces (cf_event, the thread pool queue) hold no PyObject they
+ * touch without the GIL, and never take the GIL while holding a pool mutex.
+ */
+#ifndef CF_CFUTURES_H
+#define CF_CFUTURES_H
+
+#include "compat.h"
+#include <stdint.h>
+#include <semaphore.h>
+#include <pthread.h>
+
+/* ---------------------------------------------------------------- time */
+
+/* Monotonic nanoseconds; CF_FOREVER means no deadline. */
+typedef int64_t cf_time_t;
+#define CF_FOREVER ((cf_time_t)-1)
+
+cf_time_t cf_monotonic_ns(void);
+
+/* Parse a Python timeout the way threading.Condition.wait() does:
+ * None -> *deadline = CF_FOREVER; "timeout > 0" false -> deadline now;
+ * else now + timeout.  TypeError for non-comparable values, OverflowError
+ * ("timeout value is too large") past threading.TIMEOUT_MAX.
+ * Returns 0 or -1 with an exception set. */
+int cf_timeout_to_deadline(PyObject *timeout, cf_time_t *deadline);
+
+/* ----------------------------------------------------------- cf_event */
+
+/* A one-shot-ish wake-up: a POSIX semaphore (sem_wait is interrupted by
+ * signal handlers regardless of SA_RESTART, which keeps Ctrl-C prompt). */
+typedef struct {
+    sem_t sem;
+} cf_event;
+
+void cf_event_init(cf_event *ev);
+void cf_event_destroy(cf_event *ev);
+void cf_event_post(cf_event *ev);          /* async-signal-safe, no GIL */
+/* Wait with the GIL *released* by the caller.  1: posted, 0: deadline
+ * passed, -1: interrupted by a signal (caller runs PyErr_CheckSignals). */
+int cf_event_wait(cf_event *ev, cf_time_t deadline);
+
+/* Block until the event is posted or the deadline passes, releasing the
+ * GIL while asleep and running signal handlers on EINTR.  1: posted,
+ * 0: timeout, -1: exception raised by a signal handler. */
+int cf_event_wait_gil(cf_event *ev, cf_time_t deadline);
+
+/* -------------------------------------------------------------- states */
+
+enum {
+    CF_PENDING = 0,          /* zeroed memory is a pending future */
+    CF_RUNNING,
+    CF_CANCELLED,
+    CF_CANCELLED_AND_NOTIFIED,
+    CF_FINISHED,
+    CF_NSTATES
+};
+
+/* Events a cf_waiter can ask for. */
+#define CF_EV_CANCEL  0x1   /* cancel(): PENDING -> CANCELLED */
+#define CF_EV_FINISH  0x2   /* set_result / set_exception */
+#define CF_EV_NOTIFY  0x4   /* set_running_or_notify_cancel on CANCELLED */
+
+typedef struct cf_link cf_link;
+typedef struct cf_waiter cf_waiter;
+
+/* Called with the GIL held from inside a state change; must not call
+ * Python, must not unlink anything. */
+typedef void (*cf_waiter_fn)(cf_waiter *w, cf_link *link, int event);
+
+struct cf_waiter {
+    cf_waiter_fn notify;
+    int events;             /* mask of CF_EV_* wanted */
+};
+
+struct cf_link {
+    cf_link *prev, *next;
+    cf_waiter *waiter;
+    PyObject *future;       /* strong ref owned by whoever owns the link */
+    Py_ssize_t index;       /* owner's bookkeeping */
+    int linked;
+    int fired;
+};
+
+/* -------------------------------------------------------------- future */
+
+typedef struct {
+    PyObject_HEAD
+    int fut_state;
+    PyObject *fut_result;       /* NULL == None */
+    PyObject *fut_exception;    /* NULL == None */
+    PyObject *fut_callbacks;    /* list or NULL */
+    PyObject *fut_condition;    /* lazily made threading.Condition, or NULL */
+    PyObject *fut_waiters;      /* lazily made list of stdlib-style waiters */
+    cf_link *fut_links;         /* C waiters, doubly linked */
+} FutureObject;
+
+/* ------------------------------------------------------- module state */
+
+typedef struct {
+    PyTypeObject *Future_type;          /* _cfutures.Future (C base) */
+    PyTypeObject *Waiter_type;          /* native wait()/as_completed() */
+    PyTypeObject *AsCompleted_type;
+    PyTypeObject *MapIterator_type;
+    PyTypeObject *ThreadPool_type;
+
+    PyTypeObject *future_class;         /* cfutures.Future, set by package */
+
+    /* Borrowed from concurrent.futures so except clauses match. */
+    PyObject *CancelledError;
+    PyObject *TimeoutError;
+    PyObject *InvalidStateError;
+    PyObject *BrokenThreadPool;
+    PyObject *DoneAndNotDoneFutures;
+    PyObject *stdlib_Future;
+    PyObject *logger;                   /* logging.getLogger("concurrent.futures") */
+    PyObject *Condition;                /* threading.Condition */
+    PyObject *state_names[CF_NSTATES];  /* 'PENDING', ... (stdlib's objects) */
+    PyObject *state_desc[CF_NSTATES];   /* 'pending', ... */
+    PyObject *str_FIRST_COMPLETED;
+    PyObject *str_FIRST_EXCEPTION;
+    PyObject *str_ALL_COMPLETED;
+    PyObject *str_submit;
+    PyObject *str_acquire;
+    PyObject *str_release;
+    PyObject *str_notify_all;
+    PyObject *str_add_result;
+    PyObject *str_add_exception;
+    PyObject *str_add_cancelled;
+    PyObject *str_state;                /* "_state" */
+    PyObject *str_condition;            /* "_condition" */
+    PyObject *str_waiters;              /* "_waiters" */
+    PyObject *str_remove;
+    PyObject *str_append;
+    PyObject *str_exception;
+    PyObject *str_cancelled;
+    PyObject *str_error;
+    PyObject *str_critical;
+    PyObject *str_exc_info;
+} cf_state;
+
+extern PyModuleDef cf_module_def;
+
+static inline cf_state *
+cf_get_state(PyObject *module)
+{
+    void *st = PyModule_GetState(module);
+    assert(st != NULL);
+    return (cf_state *)st;
+}
+
+static inline cf_state *
+cf_state_from_type(PyTypeObject *tp)
+{
+    PyObject *mod = cf_PyType_GetModuleByDef(tp, &cf_module_def);
+    if (mod == NULL) {
+        return NULL;
+    }
+    return cf_get_state(mod);
+}
+
+static inline int
+cf_is_future(cf_state *st, PyObject *op)
+{
+    return PyObject_TypeCheck(op, st->Future_type);
+}
+
+/* future.c */
+int cf_future_module_init(PyObject *mod, cf_state *st);
+PyObject *cf_future_new(cf_state *st);
+/* 1: now RUNNING, 0: was cancelled (now notified), -1: error. */
+int cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut);
+/* Complete with a result (exc == NULL) or an exception; runs callbacks.
+ * -1 with an exception on InvalidStateError or a BaseException escaping a
+ * callback. */
+int cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
+                       PyObject *exc);
+int cf_future_cancel(cf_state *st, FutureObject *fut);
+void cf_future_link(FutureObject *fut, cf_link *link);
+void cf_future_unlink(FutureObject *fut, cf_link *link);
+/* Get the result or set the exception (CancelledError, stored exc). */
+PyObject *cf_future_result_nowait(cf_state *st, FutureObject *fut);
+/* result(timeout) semantics with a precomputed deadline. */
+PyObject *cf_future_result_deadline(cf_state *st, FutureObject *fut,
+                                    cf_time_t deadline);
+
+static inline int
+cf_state_is_done(int s)
+{
+    return s >= CF_CANCELLED;
+}
+
+/* "Finished" the way wait()/as_completed() count it. */
+static inline int
+cf_state_is_waited(int s)
+{
+    return s == CF_CANCELLED_AND_NOTIFIED || s == CF_FINISHED;
+}
+
+/* waiters.c */
+int cf_waiters_module_init(PyObject *mod, cf_state *st);
+
+/* executor.c */
+int cf_executor_module_init(PyObject *mod, cf_state *st);
+
+/* threadpool.c */
+int cf_threadpool_module_init(PyObject *mod, cf_state *st);
+
+/* Traverse/clear helpers for module state. */
+int cf_state_traverse(cf_state *st, visitproc visit, void *arg);
+int cf_state_clear(cf_state *st);
+
+#endif /* CF_CFUTURES_H */

@@ -1,0 +1,130 @@
+/* Version shims, one per API, each naming the CPython version that added it. */
+#ifndef CF_COMPAT_H
+#define CF_COMPAT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Py_NewRef / Py_XNewRef: 3.10 has them. */
+
+/* PyModule_AddObjectRef: 3.10. PyModule_Add: 3.13. */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int
+cf_PyModule_Add(PyObject *mod, const char *name, PyObject *value)
+{
+    int res = PyModule_AddObjectRef(mod, name, value);
+    Py_XDECREF(value);
+    return res;
+}
+#else
+#define cf_PyModule_Add PyModule_Add
+#endif
+
+/* PyType_GetModuleByDef: 3.11. Before that, walk the MRO ourselves. */
+#if PY_VERSION_HEX < 0x030B0000
+static inline PyObject *
+cf_PyType_GetModuleByDef(PyTypeObject *type, PyModuleDef *def)
+{
+    PyObject *mro = type->tp_mro;
+    if (mro != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(mro);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+            if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+                continue;
+            }
+            PyObject *m = PyType_GetModule(t);
+            if (m == NULL) {
+                PyErr_Clear();
+                continue;
+            }
+            if (PyModule_GetDef(m) == def) {
+                return m;
+            }
+        }
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "PyType_GetModuleByDef: No superclass of '%s' has "
+                 "the given module", type->tp_name);
+    return NULL;
+}
+#else
+#define cf_PyType_GetModuleByDef PyType_GetModuleByDef
+#endif
+
+/* PyErr_GetRaisedException / SetRaisedException: 3.12. */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *
+cf_PyErr_GetRaisedException(void)
+{
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(v, tb);
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+}
+static inline void
+cf_PyErr_SetRaisedException(PyObject *exc)
+{
+    if (exc == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
+}
+#else
+#define cf_PyErr_GetRaisedException PyErr_GetRaisedException
+#define cf_PyErr_SetRaisedException PyErr_SetRaisedException
+#endif
+
+/* Py_IsFinalizing: public in 3.13; _Py_IsFinalizing before. */
+#if PY_VERSION_HEX < 0x030D0000
+#define cf_Py_IsFinalizing() _Py_IsFinalizing()
+#else
+#define cf_Py_IsFinalizing() Py_IsFinalizing()
+#endif
+
+/* PyObject_VisitManagedDict etc. are not needed: Python subclasses own
+   their __dict__ and CPython's subtype_traverse visits it. */
+
+/* PyUnicode_EqualToUTF8: 3.13. */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int
+cf_PyUnicode_EqualToUTF8(PyObject *u, const char *s)
+{
+    return PyUnicode_Check(u) && PyUnicode_CompareWithASCIIString(u, s) == 0;
+}
+#else
+#define cf_PyUnicode_EqualToUTF8 PyUnicode_EqualToUTF8
+#endif
+
+/* PyWeakref_GetRef: 3.13 (PyWeakref_GetObject is deprecated there). */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int
+cf_PyWeakref_GetRef(PyObject *ref, PyObject **pobj)
+{
+    PyObject *obj = PyWeakref_GetObject(ref);
+    if (obj == NULL) {
+        *pobj = NULL;
+        return -1;
+    }
+    if (obj == Py_None) {
+        *pobj = NULL;
+        return 0;
+    }
+    *pobj = Py_NewRef(obj);
+    return 1;
+}
+#else
+#define cf_PyWeakref_GetRef PyWeakref_GetRef
+#endif
+
+#endif /* CF_COMPAT_H */

@@ -1,0 +1,1094 @@
+/* The C Future: concurrent.futures.Future's state machine, GIL-protected.
+ *
+ * The Python package derives cfutures.Future from this type and from
+ * concurrent.futures.Future, so isinstance checks in asyncio pass.
+ *
+ * Stdlib-private attributes (_condition, _waiters, _state, ...) exist for
+ * the stdlib's own wait()/as_completed() and for libraries like pebble.
+ * _condition and _waiters are created on first touch; once _condition
+ * exists every state change takes it, exactly like the stdlib, so code
+ * that holds it while reading _state and appending to _waiters cannot miss
+ * a completion.
+ */
+#include "cfutures.h"
+
+static cf_state *
+future_state(PyObject *self)
+{
+    return cf_state_from_type(Py_TYPE(self));
+}
+
+/* ----------------------------------------------------------- C links */
+
+void
+cf_future_link(FutureObject *fut, cf_link *link)
+{
+    assert(!link->linked);
+    link->prev = NULL;
+    link->next = fut->fut_links;
+    if (fut->fut_links != NULL) {
+        fut->fut_links->prev = link;
+    }
+    fut->fut_links = link;
+    link->linked = 1;
+}
+
+void
+cf_future_unlink(FutureObject *fut, cf_link *link)
+{
+    if (!link->linked) {
+        return;
+    }
+    if (link->prev != NULL) {
+        link->prev->next = link->next;
+    }
+    else {
+        assert(fut->fut_links == link);
+        fut->fut_links = link->next;
+    }
+    if (link->next != NULL) {
+        link->next->prev = link->prev;
+    }
+    link->prev = link->next = NULL;
+    link->linked = 0;
+}
+
+/* Post every C waiter that asked for this event.  Never calls Python. */
+static void
+notify_links(FutureObject *fut, int event)
+{
+    for (cf_link *l = fut->fut_links; l != NULL; l = l->next) {
+        if (l->waiter->events & event) {
+            l->waiter->notify(l->waiter, l, event);
+        }
+    }
+}
+
+/* ------------------------------------------- the _condition protocol */
+
+/* Enter/leave fut->_condition if it was ever created.  acquire() may
+ * release the GIL, so callers re-read the state after cond_enter. */
+static PyObject *
+cond_enter(cf_state *st, FutureObject *fut)
+{
+    PyObject *cond = fut->fut_condition;
+    if (cond == NULL) {
+        return NULL;
+    }
+    Py_INCREF(cond);
+    PyObject *r = PyObject_CallMethodNoArgs(cond, st->str_acquire);
+    if (r == NULL) {
+        Py_DECREF(cond);
+        return Py_None;     /* error marker (exception set) */
+    }
+    Py_DECREF(r);
+    return cond;
+}
+
+/* Leave the condition; keeps an exception already set. */
+static int
+cond_exit(cf_state *st, PyObject *cond, int notify)
+{
+    if (cond == NULL) {
+        return 0;
+    }
+    int rc = 0;
+    PyObject *exc = cf_PyErr_GetRaisedException();
+    if (notify) {
+        PyObject *r = PyObject_CallMethodNoArgs(cond, st->str_notify_all);
+        if (r == NULL) {
+            rc = -1;
+        }
+        Py_XDECREF(r);
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(cond, st->str_release);
+    if (r == NULL) {
+        rc = -1;
+    }
+    Py_XDECREF(r);
+    Py_DECREF(cond);
+    if (exc != NULL) {
+        if (rc < 0) {
+            PyErr_Clear();
+        }
+        cf_PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    return rc;
+}
+
+#define COND_ENTER(st, fut, cond)                       \
+    PyObject *cond = cond_enter((st), (fut));           \
+    if (cond == Py_None) {                              \
+        return -1;                                      \
+    }
+
+/* Call name(fut) on each stdlib-style waiter (in a snapshot of the list). */
+static int
+call_py_waiters(FutureObject *fut, PyObject *name)
+{
+    if (fut->fut_waiters == NULL || PyList_GET_SIZE(fut->fut_waiters) == 0) {
+        return 0;
+    }
+    PyObject *snap = PyList_GetSlice(fut->fut_waiters, 0,
+                                     PyList_GET_SIZE(fut->fut_waiters));
+    if (snap == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snap); i++) {
+        PyObject *r = PyObject_CallMethodOneArg(PyList_GET_ITEM(snap, i),
+                                                name, (PyObject *)fut);
+        if (r == NULL) {
+            Py_DECREF(snap);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(snap);
+    return 0;
+}
+
+/* ----------------------------------------------------------- callbacks */
+
+static void
+log_callback_error(cf_state *st, PyObject *fut, PyObject *exc)
+{
+    /* LOGGER.exception('exception calling callback for %r', fut) */
+    PyObject *args = NULL, *kwargs = NULL, *meth = NULL, *r = NULL;
+    meth = PyObject_GetAttr(st->logger, st->str_error);
+    if (meth == NULL) {
+        goto done;
+    }
+    args = Py_BuildValue("(sO)", "exception calling callback for %r", fut);
+    kwargs = PyDict_New();
+    if (args == NULL || kwargs == NULL
+        || PyDict_SetItem(kwargs, st->str_exc_info, exc) < 0) {
+        goto done;
+    }
+    r = PyObject_Call(meth, args, kwargs);
+done:
+    if (r == NULL) {
+        PyErr_WriteUnraisable(fut);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(meth);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+}
+
+/* Call fn(fut); Exception subclasses are logged and swallowed, anything
+ * else (KeyboardInterrupt, SystemExit) propagates as in the stdlib. */
+static int
+call_callback(cf_state *st, PyObject *fut, PyObject *fn)
+{
+    PyObject *r = PyObject_CallOneArg(fn, fut);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *exc = cf_PyErr_GetRaisedException();
+    log_callback_error(st, fut, exc);
+    Py_DECREF(exc);
+    return 0;
+}
+
+/* Run and drop the callbacks.  The list is moved out first: a callback may
+ * re-enter the future (and, the future being done, add_done_callback then
+ * calls at once instead of appending). */
+static int
+invoke_callbacks(cf_state *st, FutureObject *fut)
+{
+    PyObject *cbs = fut->fut_callbacks;
+    if (cbs == NULL) {
+        return 0;
+    }
+    fut->fut_callbacks = NULL;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+        PyObject *fn = Py_NewRef(PyList_GET_ITEM(cbs, i));
+        rc = call_callback(st, (PyObject *)fut, fn);
+        Py_DECREF(fn);
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(cbs);
+    return rc;
+}
+
+/* ------------------------------------------------------ state changes */
+
+static PyObject *
+future_repr(PyObject *self);
+
+static void
+set_invalid_state(cf_state *st, FutureObject *fut)
+{
+    /* InvalidStateError('{}: {!r}'.format(self._state, self)) */
+    PyObject *r = PyObject_Repr((PyObject *)fut);
+    if (r == NULL) {
+        return;
+    }
+    PyObject *msg = PyUnicode_FromFormat("%U: %U",
+                                         st->state_names[fut->fut_state], r);
+    Py_DECREF(r);
+    if (msg != NULL) {
+        PyErr_SetObject(st->InvalidStateError, msg);
+        Py_DECREF(msg);
+    }
+}
+
+int
+cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
+                   PyObject *exc)
+{
+    /* Fast path: nobody ever touched the stdlib protocol. */
+    COND_ENTER(st, fut, cond);
+    if (cf_state_is_done(fut->fut_state)) {
+        set_invalid_state(st, fut);
+        cond_exit(st, cond, 0);
+        return -1;
+    }
+    if (exc != NULL && exc != Py_None) {
+        Py_XSETREF(fut->fut_exception, Py_NewRef(exc));
+    }
+    else {
+        Py_CLEAR(fut->fut_exception);
+        if (result != NULL && result != Py_None) {
+            Py_XSETREF(fut->fut_result, Py_NewRef(result));
+        }
+        else {
+            Py_CLEAR(fut->fut_result);
+        }
+    }
+    fut->fut_state = CF_FINISHED;
+    notify_links(fut, CF_EV_FINISH);
+    int rc = call_py_waiters(fut, exc != NULL ? st->str_add_exception
+                                              : st->str_add_result);
+    if (cond_exit(st, cond, 1) < 0) {
+        rc = -1;
+    }
+    if (rc < 0) {
+        return -1;
+    }
+    return invoke_callbacks(st, fut);
+}
+
+int
+cf_future_cancel(cf_state *st, FutureObject *fut)
+{
+    COND_ENTER(st, fut, cond);
+    int s = fut->fut_state;
+    if (s == CF_RUNNING || s == CF_FINISHED) {
+        return cond_exit(st, cond, 0) < 0 ? -1 : 0;
+    }
+    if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
+        return cond_exit(st, cond, 0) < 0 ? -1 : 1;
+    }
+    fut->fut_state = CF_CANCELLED;
+    notify_links(fut, CF_EV_CANCEL);
+    if (cond_exit(st, cond, 1) < 0) {
+        return -1;
+    }
+    if (invoke_callbacks(st, fut) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+int
+cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
+{
+    if (fut->fut_condition == NULL && fut->fut_state == CF_PENDING) {
+        fut->fut_state = CF_RUNNING;
+        return 1;
+    }
+    COND_ENTER(st, fut, cond);
+    if (fut->fut_state == CF_CANCELLED) {
+        fut->fut_state = CF_CANCELLED_AND_NOTIFIED;
+        notify_links(fut, CF_EV_NOTIFY);
+        int rc = call_py_waiters(fut, st->str_add_cancelled);
+        if (cond_exit(st, cond, 0) < 0 || rc < 0) {
+            return -1;
+        }
+        return 0;
+    }
+    if (fut->fut_state == CF_PENDING) {
+        fut->fut_state = CF_RUNNING;
+        return cond_exit(st, cond, 0) < 0 ? -1 : 1;
+    }
+    /* LOGGER.critical('Future %s in unexpected state: %s', id, state) */
+    PyObject *id = PyLong_FromVoidPtr(fut);
+    if (id != NULL) {
+        PyObject *r = PyObject_CallMethod(st->logger, "critical", "sOO",
+                                          "Future %s in unexpected state: %s",
+                                          id, st->state_names[fut->fut_state]);
+        Py_XDECREF(r);
+        Py_DECREF(id);
+    }
+    if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
+    }
+    cond_exit(st, cond, 0);
+    return -1;
+}
+
+PyObject *
+cf_future_new(cf_state *st)
+{
+    PyTypeObject *tp = st->future_class ? st->future_class : st->Future_type;
+    return tp->tp_alloc(tp, 0);     /* zeroed: PENDING, no fields */
+}
+
+/* --------------------------------------------------------- waiting */
+
+typedef struct {
+    cf_waiter base;
+    cf_event ev;
+} result_waiter;
+
+static void
+result_waiter_notify(cf_waiter *w, cf_link *link, int event)
+{
+    cf_event_post(&((result_waiter *)w)->ev);
+}
+
+/* Block until done or deadline.  0: returned (check state), -1: error. */
+static int
+wait_done(FutureObject *fut, cf_time_t deadline)
+{
+    if (cf_state_is_done(fut->fut_state)) {
+        return 0;
+    }
+    result_waiter w;
+    w.base.notify = result_waiter_notify;
+    w.base.events = CF_EV_CANCEL | CF_EV_FINISH;
+    cf_event_init(&w.ev);
+    cf_link link = {0};
+    link.waiter = &w.base;
+    cf_future_link(fut, &link);
+    int rc = 0;
+    while (!cf_state_is_done(fut->fut_state)) {
+        int r = cf_event_wait_gil(&w.ev, deadline);
+        if (r < 0) {
+            rc = -1;
+            break;
+        }
+        if (r == 0) {
+            break;
+        }
+    }
+    cf_future_unlink(fut, &link);
+    cf_event_destroy(&w.ev);
+    return rc;
+}
+
+static int
+raise_stored(PyObject *exc)
+{
+    if (PyExceptionInstance_Check(exc)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    }
+    else if (PyExceptionClass_Check(exc)) {
+        PyErr_SetNone(exc);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must derive from BaseException");
+    }
+    return -1;
+}
+
+PyObject *
+cf_future_result_nowait(cf_state *st, FutureObject *fut)
+{
+    int s = fut->fut_state;
+    if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
+        PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (s == CF_FINISHED) {
+        if (fut->fut_exception != NULL) {
+            int t = PyObject_IsTrue(fut->fut_exception);
+            if (t < 0) {
+                return NULL;
+            }
+            if (t) {
+                raise_stored(fut->fut_exception);
+                return NULL;
+            }
+        }
+        return Py_NewRef(fut->fut_result ? fut->fut_result : Py_None);
+    }
+    PyErr_SetNone(st->TimeoutError);
+    return NULL;
+}
+
+PyObject *
+cf_future_result_deadline(cf_state *st, FutureObject *fut, cf_time_t deadline)
+{
+    if (!cf_state_is_done(fut->fut_state) && wait_done(fut, deadline) < 0) {
+        return NULL;
+    }
+    return cf_future_result_nowait(st, fut);
+}
+
+/* ---------------------------------------------------- Python methods */
+
+PyDoc_STRVAR(future_cancel_doc,
+"cancel($self, /)\n--\n\n"
+"Cancel the future if possible.\n\n"
+"Returns True if the future was cancelled, False otherwise. A future\n"
+"cannot be cancelled if it is running or has already completed.");
+
+static PyObject *
+Future_cancel(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+              Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "cancel() takes no arguments");
+        return NULL;
+    }
+    cf_state *st = PyType_GetModuleState(cls);
+    int r = cf_future_cancel(st, (FutureObject *)self);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+PyDoc_STRVAR(future_cancelled_doc,
+"cancelled($self, /)\n--\n\nReturn True if the future was cancelled.");
+
+static PyObject *
+Future_cancelled(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int s = ((FutureObject *)self)->fut_state;
+    return PyBool_FromLong(s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED);
+}
+
+PyDoc_STRVAR(future_running_doc,
+"running($self, /)\n--\n\nReturn True if the future is currently executing.");
+
+static PyObject *
+Future_running(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(((FutureObject *)self)->fut_state == CF_RUNNING);
+}
+
+PyDoc_STRVAR(future_done_doc,
+"done($self, /)\n--\n\n"
+"Return True if the future was cancelled or finished executing.");
+
+static PyObject *
+Future_done(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(cf_state_is_done(((FutureObject *)self)->fut_state));
+}
+
+/* Parse an optional (timeout) argument, positional or keyword. */
+static int
+parse_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames, PyObject **timeout)
+{
+    *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() takes from 1 to 2 positional arguments but %zd "
+                     "were given", fname, nargs + nkw + 1);
+        return -1;
+    }
+    if (nargs == 1) {
+        *timeout = args[0];
+    }
+    else if (nkw == 1) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, 0);
+        if (!PyUnicode_Check(k) || !cf_PyUnicode_EqualToUTF8(k, "timeout")) {
+            PyErr_Format(PyExc_TypeError,
+                         "Future.%s() got an unexpected keyword argument '%S'",
+                         fname, k);
+            return -1;
+        }
+        *timeout = args[0];
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(future_result_doc,
+"result($self, /, timeout=None)\n--\n\n"
+"Return the result of the call that the future represents.\n\n"
+"Raises CancelledError if the future was cancelled, TimeoutError if it\n"
+"did not finish before the timeout, or the exception the call raised.");
+
+static PyObject *
+Future_result(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+              Py_ssize_t nargs, PyObject *kwnames)
+{
+    FutureObject *fut = (FutureObject *)self;
+    cf_state *st = PyType_GetModuleState(cls);
+    PyObject *timeout = Py_None;
+    if ((nargs || kwnames)
+        && parse_timeout("result", args, nargs, kwnames, &timeout) < 0) {
+        return NULL;
+    }
+    if (cf_state_is_done(fut->fut_state)) {
+        return cf_future_result_nowait(st, fut);
+    }
+    cf_time_t deadline;
+    if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
+        return NULL;
+    }
+    return cf_future_result_deadline(st, fut, deadline);
+}
+
+PyDoc_STRVAR(future_exception_doc,
+"exception($self, /, timeout=None)\n--\n\n"
+"Return the exception raised by the call that the future represents,\n"
+"or None if it completed without raising.");
+
+static PyObject *
+Future_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *kwnames)
+{
+    FutureObject *fut = (FutureObject *)self;
+    cf_state *st = PyType_GetModuleState(cls);
+    PyObject *timeout = Py_None;
+    if ((nargs || kwnames)
+        && parse_timeout("exception", args, nargs, kwnames, &timeout) < 0) {
+        return NULL;
+    }
+    if (!cf_state_is_done(fut->fut_state)) {
+        cf_time_t deadline;
+        if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
+            return NULL;
+        }
+        if (wait_done(fut, deadline) < 0) {
+            return NULL;
+        }
+    }
+    int s = fut->fut_state;
+    if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
+        PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (s == CF_FINISHED) {
+        return Py_NewRef(fut->fut_exception ? fut->fut_exception : Py_None);
+    }
+    PyErr_SetNone(st->TimeoutError);
+    return NULL;
+}
+
+PyDoc_STRVAR(future_add_done_callback_doc,
+"add_done_callback($self, fn, /)\n--\n\n"
+"Attaches a callable that will be called when the future finishes.\n\n"
+"The callable is called with this future as its only argument, in the\n"
+"thread that completes the future, or at once if it is already done.\n"
+"Callables are called in the order that they were added.");
+
+static PyObject *
+Future_add_done_callback(PyObject *self, PyTypeObject *cls,
+                         PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    FutureObject *fut = (FutureObject *)self;
+    PyObject *fn;
+    if (nargs == 1 && kwnames == NULL) {
+        fn = args[0];
+    }
+    else if (nargs == 0 && kwnames && PyTuple_GET_SIZE(kwnames) == 1
+             && cf_PyUnicode_EqualToUTF8(PyTuple_GET_ITEM(kwnames, 0), "fn")) {
+        fn = args[0];
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.add_done_callback() missing 1 required positional "
+                     "argument: 'fn'");
+        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
+            PyErr_Format(PyExc_TypeError,
+                         "Future.add_done_callback() takes 2 positional arguments "
+                         "but %zd were given",
+                         nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) + 1);
+        }
+        return NULL;
+    }
+    if (!cf_state_is_done(fut->fut_state)) {
+        if (fut->fut_callbacks == NULL) {
+            fut->fut_callbacks = PyList_New(0);
+            if (fut->fut_callbacks == NULL) {
+                return NULL;
+            }
+        }
+        if (PyList_Append(fut->fut_callbacks, fn) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (call_callback(PyType_GetModuleState(cls), self, fn) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(future_set_running_or_notify_cancel_doc,
+"set_running_or_notify_cancel($self, /)\n--\n\n"
+"Mark the future as running or process any cancel notifications.\n\n"
+"Should only be used by Executor implementations and unit tests.");
+
+static PyObject *
+Future_set_running_or_notify_cancel(PyObject *self, PyTypeObject *cls,
+                                    PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    if (nargs || kwnames) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_running_or_notify_cancel() takes no arguments");
+        return NULL;
+    }
+    int r = cf_future_set_running_or_notify_cancel(PyType_GetModuleState(cls),
+                                                   (FutureObject *)self);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+one_arg(const char *fname, const char *argname, PyObject *const *args,
+        Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw == 1) {
+        if (nargs == 1) {
+            return args[0];
+        }
+        if (cf_PyUnicode_EqualToUTF8(PyTuple_GET_ITEM(kwnames, 0), argname)) {
+            return args[0];
+        }
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() got an unexpected keyword argument '%S'",
+                     fname, PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs + nkw == 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() missing 1 required positional argument: '%s'",
+                     fname, argname);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() takes 2 positional arguments but %zd were given",
+                     fname, nargs + nkw + 1);
+    }
+    return NULL;
+}
+
+PyDoc_STRVAR(future_set_result_doc,
+"set_result($self, result, /)\n--\n\n"
+"Sets the return value of work associated with the future.\n\n"
+"Should only be used by Executor implementations and unit tests.");
+
+static PyObject *
+Future_set_result(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                  Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *result = one_arg("set_result", "result", args, nargs, kwnames);
+    if (result == NULL) {
+        return NULL;
+    }
+    if (cf_future_complete(PyType_GetModuleState(cls), (FutureObject *)self,
+                           result, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(future_set_exception_doc,
+"set_exception($self, exception, /)\n--\n\n"
+"Sets the result of the future as being the given exception.\n\n"
+"Should only be used by Executor implementations and unit tests.");
+
+static PyObject *
+Future_set_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *exc = one_arg("set_exception", "exception", args, nargs, kwnames);
+    if (exc == NULL) {
+        return NULL;
+    }
+    cf_state *st = PyType_GetModuleState(cls);
+    FutureObject *fut = (FutureObject *)self;
+    if (exc == Py_None) {
+        /* Stored as None: the future "returned" its (None) result. */
+        if (cf_future_complete(st, fut, fut->fut_result, NULL) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (cf_future_complete(st, fut, NULL, exc) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(future_invoke_callbacks_doc,
+"_invoke_callbacks($self, /)\n--\n\n"
+"Run the pending done-callbacks (stdlib-private protocol).");
+
+static PyObject *
+Future__invoke_callbacks(PyObject *self, PyTypeObject *cls,
+                         PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    if (invoke_callbacks(PyType_GetModuleState(cls), (FutureObject *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------- repr */
+
+static PyObject *
+future_repr(PyObject *self)
+{
+    FutureObject *fut = (FutureObject *)self;
+    cf_state *st = future_state(self);
+    if (st == NULL) {
+        return NULL;
+    }
+    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(self),
+                                            "__name__");
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *desc = st->state_desc[fut->fut_state];
+    PyObject *res = NULL;
+    if (fut->fut_state == CF_FINISHED) {
+        int raised = 0;
+        if (fut->fut_exception != NULL) {
+            raised = PyObject_IsTrue(fut->fut_exception);
+            if (raised < 0) {
+                goto done;
+            }
+        }
+        PyObject *obj = raised ? fut->fut_exception
+                               : (fut->fut_result ? fut->fut_result : Py_None);
+        PyObject *oname = PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
+                                                 "__name__");
+        if (oname == NULL) {
+            goto done;
+        }
+        res = PyUnicode_FromFormat("<%U at %p state=%U %s %U>", name,
+                                   (void *)self, desc,
+                                   raised ? "raised" : "returned", oname);
+        Py_DECREF(oname);
+    }
+    else {
+        res = PyUnicode_FromFormat("<%U at %p state=%U>", name,
+                                   (void *)self, desc);
+    }
+done:
+    Py_DECREF(name);
+    return res;
+}
+
+/* ------------------------------------------- private attributes */
+
+static PyObject *
+Future_get_state(PyObject *self, void *closure)
+{
+    cf_state *st = future_state(self);
+    if (st == NULL) {
+        return NULL;
+    }
+    return Py_NewRef(st->state_names[((FutureObject *)self)->fut_state]);
+}
+
+static int
+Future_set_state(PyObject *self, PyObject *value, void *closure)
+{
+    cf_state *st = future_state(self);
+    if (st == NULL) {
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _state");
+        return -1;
+    }
+    for (int i = 0; i < CF_NSTATES; i++) {
+        int eq = PyObject_RichCompareBool(value, st->state_names[i], Py_EQ);
+        if (eq < 0) {
+            return -1;
+        }
+        if (eq) {
+            FutureObject *fut = (FutureObject *)self;
+            int old = fut->fut_state;
+            fut->fut_state = i;
+            /* Code that drives the state by hand (pebble) still wakes
+             * our blocked waiters. */
+            if (i == CF_FINISHED && old != CF_FINISHED) {
+                notify_links(fut, CF_EV_FINISH);
+            }
+            else if (i == CF_CANCELLED && old != CF_CANCELLED) {
+                notify_links(fut, CF_EV_CANCEL);
+            }
+            else if (i == CF_CANCELLED_AND_NOTIFIED && old != i) {
+                notify_links(fut, CF_EV_CANCEL | CF_EV_NOTIFY);
+            }
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "invalid future state: %R", value);
+    return -1;
+}
+
+static PyObject *
+Future_get_result(PyObject *self, void *closure)
+{
+    PyObject *r = ((FutureObject *)self)->fut_result;
+    return Py_NewRef(r ? r : Py_None);
+}
+
+static int
+Future_set_result_attr(PyObject *self, PyObject *value, void *closure)
+{
+    FutureObject *fut = (FutureObject *)self;
+    Py_XSETREF(fut->fut_result,
+               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+Future_get_exception(PyObject *self, void *closure)
+{
+    PyObject *r = ((FutureObject *)self)->fut_exception;
+    return Py_NewRef(r ? r : Py_None);
+}
+
+static int
+Future_set_exception_attr(PyObject *self, PyObject *value, void *closure)
+{
+    FutureObject *fut = (FutureObject *)self;
+    Py_XSETREF(fut->fut_exception,
+               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+Future_get_condition(PyObject *self, void *closure)
+{
+    FutureObject *fut = (FutureObject *)self;
+    if (fut->fut_condition == NULL) {
+        cf_state *st = future_state(self);
+        if (st == NULL) {
+            return NULL;
+        }
+        PyObject *c = PyObject_CallNoArgs(st->Condition);
+        if (c == NULL) {
+            return NULL;
+        }
+        if (fut->fut_condition == NULL) {   /* Condition() may switch threads */
+            fut->fut_condition = c;
+        }
+        else {
+            Py_DECREF(c);
+        }
+    }
+    return Py_NewRef(fut->fut_condition);
+}
+
+static PyObject *
+Future_get_waiters(PyObject *self, void *closure)
+{
+    FutureObject *fut = (FutureObject *)self;
+    if (fut->fut_waiters == NULL) {
+        fut->fut_waiters = PyList_New(0);
+        if (fut->fut_waiters == NULL) {
+            return NULL;
+        }
+    }
+    return Py_NewRef(fut->fut_waiters);
+}
+
+static int
+Future_set_waiters(PyObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyList_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "_waiters must be a list");
+        return -1;
+    }
+    Py_XSETREF(((FutureObject *)self)->fut_waiters, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+Future_get_done_callbacks(PyObject *self, void *closure)
+{
+    FutureObject *fut = (FutureObject *)self;
+    if (fut->fut_callbacks == NULL) {
+        fut->fut_callbacks = PyList_New(0);
+        if (fut->fut_callbacks == NULL) {
+            return NULL;
+        }
+    }
+    return Py_NewRef(fut->fut_callbacks);
+}
+
+static int
+Future_set_done_callbacks(PyObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyList_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "_done_callbacks must be a list");
+        return -1;
+    }
+    Py_XSETREF(((FutureObject *)self)->fut_callbacks, Py_NewRef(value));
+    return 0;
+}
+
+/* ------------------------------------------------------ lifecycle */
+
+static int
+Future_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FutureObject *fut = (FutureObject *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(fut->fut_result);
+    Py_VISIT(fut->fut_exception);
+    Py_VISIT(fut->fut_callbacks);
+    Py_VISIT(fut->fut_condition);
+    Py_VISIT(fut->fut_waiters);
+    return 0;
+}
+
+static int
+Future_clear(PyObject *self)
+{
+    FutureObject *fut = (FutureObject *)self;
+    Py_CLEAR(fut->fut_result);
+    Py_CLEAR(fut->fut_exception);
+    Py_CLEAR(fut->fut_callbacks);
+    Py_CLEAR(fut->fut_condition);
+    Py_CLEAR(fut->fut_waiters);
+    return 0;
+}
+
+static void
+Future_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    /* A C waiter holds a strong reference while linked, so no links can
+     * remain on a dying future. */
+    assert(((FutureObject *)self)->fut_links == NULL);
+    Future_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+Future_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args) + (kwds ? PyDict_GET_SIZE(kwds) : 0);
+    if (n) {
+        if (kwds && PyDict_GET_SIZE(kwds)) {
+            PyObject *key = NULL, *value;
+            Py_ssize_t pos = 0;
+            PyDict_Next(kwds, &pos, &key, &value);
+            PyErr_Format(PyExc_TypeError,
+                         "Future.__init__() got an unexpected keyword "
+                         "argument '%S'", key);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "Future.__init__() takes 1 positional argument but "
+                         "%zd were given", n + 1);
+        }
+        return -1;
+    }
+    FutureObject *fut = (FutureObject *)self;
+    if (fut->fut_links != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot re-initialize a future that is waited on");
+        return -1;
+    }
+    fut->fut_state = CF_PENDING;
+    Future_clear(self);
+    return 0;
+}
+
+#define METH_FAST (METH_METHOD | METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef Future_methods[] = {
+    {"cancel", (PyCFunction)(void (*)(void))Future_cancel, METH_FAST,
+     future_cancel_doc},
+    {"cancelled", Future_cancelled, METH_NOARGS, future_cancelled_doc},
+    {"running", Future_running, METH_NOARGS, future_running_doc},
+    {"done", Future_done, METH_NOARGS, future_done_doc},
+    {"result", (PyCFunction)(void (*)(void))Future_result, METH_FAST,
+     future_result_doc},
+    {"exception", (PyCFunction)(void (*)(void))Future_exception, METH_FAST,
+     future_exception_doc},
+    {"add_done_callback", (PyCFunction)(void (*)(void))Future_add_done_callback,
+     METH_FAST, future_add_done_callback_doc},
+    {"set_running_or_notify_cancel",
+     (PyCFunction)(void (*)(void))Future_set_running_or_notify_cancel,
+     METH_FAST, future_set_running_or_notify_cancel_doc},
+    {"set_result", (PyCFunction)(void (*)(void))Future_set_result, METH_FAST,
+     future_set_result_doc},
+    {"set_exception", (PyCFunction)(void (*)(void))Future_set_exception,
+     METH_FAST, future_set_exception_doc},
+    {"_invoke_callbacks", (PyCFunction)(void (*)(void))Future__invoke_callbacks,
+     METH_FAST, future_invoke_callbacks_doc},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     PyDoc_STR("See PEP 585")},
+    {NULL, NULL}
+};
+
+static PyGetSetDef Future_getset[] = {
+    {"_state", Future_get_state, Future_set_state, NULL, NULL},
+    {"_result", Future_get_result, Future_set_result_attr, NULL, NULL},
+    {"_exception", Future_get_exception, Future_set_exception_attr, NULL, NULL},
+    {"_condition", Future_get_condition, NULL, NULL, NULL},
+    {"_waiters", Future_get_waiters, Future_set_waiters, NULL, NULL},
+    {"_done_callbacks", Future_get_done_callbacks, Future_set_done_callbacks,
+     NULL, NULL},
+    {NULL}
+};
+
+PyDoc_STRVAR(Future_doc,
+"Future()\n--\n\n"
+"Represents the result of an asynchronous computation (C core).");
+
+static PyType_Slot Future_slots[] = {
+    {Py_tp_doc, (void *)Future_doc},
+    {Py_tp_dealloc, Future_dealloc},
+    {Py_tp_traverse, Future_traverse},
+    {Py_tp_clear, Future_clear},
+    {Py_tp_repr, future_repr},
+    {Py_tp_init, Future_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_methods, Future_methods},
+    {Py_tp_getset, Future_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Future_spec = {
+    .name = "cfutures._cfutures.CFuture",
+    .basicsize = sizeof(FutureObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC),
+    .slots = Future_slots,
+};
+
+int
+cf_future_module_init(PyObject *mod, cf_state *st)
+{
+    st->Future_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &Future_spec,
+                                                               NULL);
+    if (st->Future_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(mod, st->Future_type);
+}

@@ -1,0 +1,1081 @@
+/* Native wait() and as_completed().
+ *
+ * One Waiter object serves one call.  It owns an array of links, one per
+ * future that was pending when the call started.  cfutures futures get the
+ * link put on their C list (O(1) to add and remove, no Python on
+ * completion); any other concurrent.futures.Future gets the Waiter itself
+ * appended to its _waiters list under its _condition, exactly as the
+ * stdlib's wait() does, and calls add_result/add_exception/add_cancelled.
+ * Either way a completion pushes the link's index on the fired queue:
+ * O(1) per completion, whatever the number of futures waited on.
+ */
+#include "cfutures.h"
+
+#include <stddef.h>
+
+enum {
+    MODE_FIRST_COMPLETED,
+    MODE_FIRST_EXCEPTION,
+    MODE_ALL_COMPLETED,
+    MODE_AS_COMPLETED,
+};
+
+typedef struct {
+    PyObject_HEAD
+    cf_waiter base;
+    cf_event ev;
+    int mode;
+    int triggered;              /* wait(): the return condition holds */
+    int sleeping;               /* owner is (about to be) asleep on ev */
+    int posted;                 /* ev posted since the owner last woke */
+    Py_ssize_t npending;        /* ALL/FIRST_EXCEPTION countdown */
+    cf_link *links;
+    Py_ssize_t nlinks;
+    Py_ssize_t *fired;          /* FIFO of link indices, capacity nlinks */
+    Py_ssize_t fired_head, fired_tail;
+    PyObject *foreign;          /* dict: foreign future -> index, or NULL */
+} WaiterObject;
+
+#define WAITER_OF(w) \
+    ((WaiterObject *)((char *)(w) - offsetof(WaiterObject, base)))
+
+static void
+waiter_wake(WaiterObject *w)
+{
+    if (w->sleeping && !w->posted) {
+        w->posted = 1;
+        cf_event_post(&w->ev);
+    }
+}
+
+/* Record that link i fired.  GIL held; no Python. */
+static void
+waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
+{
+    cf_link *l = &w->links[i];
+    if (l->fired || l->future == NULL) {
+        return;
+    }
+    l->fired = 1;
+    w->fired[w->fired_tail++] = i;
+    switch (w->mode) {
+    case MODE_AS_COMPLETED:
+    case MODE_FIRST_COMPLETED:
+        w->triggered = 1;
+        break;
+    case MODE_FIRST_EXCEPTION:
+        if (is_exception) {
+            w->triggered = 1;
+            break;
+        }
+        /* fall through */
+    case MODE_ALL_COMPLETED:
+        if (--w->npending <= 0) {
+            w->triggered = 1;
+        }
+        break;
+    }
+    if (w->triggered) {
+        waiter_wake(w);
+    }
+}
+
+static void
+waiter_notify(cf_waiter *base, cf_link *link, int event)
+{
+    WaiterObject *w = WAITER_OF(base);
+    FutureObject *fut = (FutureObject *)link->future;
+    int is_exc = (event == CF_EV_FINISH && fut->fut_exception != NULL);
+    waiter_fire(w, link->index, is_exc);
+}
+
+static WaiterObject *
+waiter_new(cf_state *st, int mode, Py_ssize_t n)
+{
+    WaiterObject *w = PyObject_GC_New(WaiterObject, st->Waiter_type);
+    if (w == NULL) {
+        return NULL;
+    }
+    w->base.notify = waiter_notify;
+    w->base.events = CF_EV_FINISH | CF_EV_NOTIFY;
+    cf_event_init(&w->ev);
+    w->mode = mode;
+    w->triggered = w->sleeping = w->posted = 0;
+    w->npending = 0;
+    w->nlinks = 0;
+    w->fired_head = w->fired_tail = 0;
+    w->foreign = NULL;
+    w->links = PyMem_Calloc(n ? n : 1, sizeof(cf_link));
+    w->fired = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
+    if (w->links == NULL || w->fired == NULL) {
+        PyMem_Free(w->links);
+        PyMem_Free(w->fired);
+        w->links = NULL;
+        w->fired = NULL;
+        Py_DECREF(w);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject_GC_Track(w);
+    return w;
+}
+
+/* Foreign waiter protocol: called by other futures' set_* methods. */
+static PyObject *
+waiter_add(WaiterObject *w, PyObject *fut, int is_exc)
+{
+    if (w->foreign != NULL) {
+        PyObject *idx = PyDict_GetItemWithError(w->foreign, fut);
+        if (idx != NULL) {
+            Py_ssize_t i = PyLong_AsSsize_t(idx);
+            if (i >= 0 && i < w->nlinks) {
+                waiter_fire(w, i, is_exc);
+            }
+        }
+        else if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Waiter_add_result(PyObject *self, PyObject *fut)
+{
+    return waiter_add((WaiterObject *)self, fut, 0);
+}
+
+static PyObject *
+Waiter_add_exception(PyObject *self, PyObject *fut)
+{
+    return waiter_add((WaiterObject *)self, fut, 1);
+}
+
+static PyObject *
+Waiter_add_cancelled(PyObject *self, PyObject *fut)
+{
+    return waiter_add((WaiterObject *)self, fut, 0);
+}
+
+/* Take or give back a foreign future's _condition. */
+static int
+foreign_cond(cf_state *st, PyObject *fut, PyObject *meth)
+{
+    PyObject *cond = PyObject_GetAttr(fut, st->str_condition);
+    if (cond == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(cond, meth);
+    Py_DECREF(cond);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Remove the waiter from a foreign future's _waiters under its condition. */
+static int
+foreign_remove(cf_state *st, WaiterObject *w, PyObject *fut)
+{
+    if (foreign_cond(st, fut, st->str_acquire) < 0) {
+        return -1;
+    }
+    int rc = 0;
+    PyObject *lst = PyObject_GetAttr(fut, st->str_waiters);
+    if (lst == NULL) {
+        rc = -1;
+    }
+    else {
+        PyObject *r = PyObject_CallMethodOneArg(lst, st->str_remove,
+                                                (PyObject *)w);
+        Py_DECREF(lst);
+        if (r == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+            }
+            else {
+                rc = -1;
+            }
+        }
+        Py_XDECREF(r);
+    }
+    PyObject *exc = cf_PyErr_GetRaisedException();
+    if (foreign_cond(st, fut, st->str_release) < 0) {
+        if (exc != NULL) {
+            PyErr_Clear();
+        }
+        else {
+            rc = -1;
+        }
+    }
+    if (exc != NULL) {
+        cf_PyErr_SetRaisedException(exc);
+    }
+    return rc;
+}
+
+/* Drop link i: off its future, and its reference. */
+static int
+waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
+{
+    cf_link *l = &w->links[i];
+    PyObject *fut = l->future;
+    if (fut == NULL) {
+        return 0;
+    }
+    int rc = 0;
+    if (l->linked) {
+        cf_future_unlink((FutureObject *)fut, l);
+    }
+    else if (w->foreign != NULL && st != NULL) {
+        /* foreign: marked by a dict entry */
+        rc = foreign_remove(st, w, fut);
+    }
+    /* re-read: foreign_remove may have run other code */
+    if (l->future == fut) {
+        l->future = NULL;
+        Py_DECREF(fut);
+    }
+    return rc;
+}
+
+/* Detach from every future.  Natives first: no Python runs there. */
+static int
+waiter_detach(cf_state *st, WaiterObject *w)
+{
+    for (Py_ssize_t i = 0; i < w->nlinks; i++) {
+        cf_link *l = &w->links[i];
+        if (l->linked) {
+            cf_future_unlink((FutureObject *)l->future, l);
+            Py_CLEAR(l->future);
+        }
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < w->nlinks; i++) {
+        if (w->links[i].future != NULL && waiter_drop_link(st, w, i) < 0) {
+            if (rc == 0) {
+                rc = -1;
+            }
+            else {
+                PyErr_Clear();
+            }
+        }
+    }
+    return rc;
+}
+
+static int
+Waiter_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    WaiterObject *w = (WaiterObject *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(w->foreign);
+    for (Py_ssize_t i = 0; i < w->nlinks; i++) {
+        Py_VISIT(w->links[i].future);
+    }
+    return 0;
+}
+
+static int
+Waiter_clear(PyObject *self)
+{
+    WaiterObject *w = (WaiterObject *)self;
+    for (Py_ssize_t i = 0; i < w->nlinks; i++) {
+        cf_link *l = &w->links[i];
+        if (l->linked) {
+            cf_future_unlink((FutureObject *)l->future, l);
+        }
+        Py_CLEAR(l->future);
+    }
+    Py_CLEAR(w->foreign);
+    return 0;
+}
+
+static void
+Waiter_dealloc(PyObject *self)
+{
+    WaiterObject *w = (WaiterObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (w->links != NULL) {
+        Waiter_clear(self);
+    }
+    PyMem_Free(w->links);
+    PyMem_Free(w->fired);
+    cf_event_destroy(&w->ev);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Waiter_methods[] = {
+    {"add_result", Waiter_add_result, METH_O, NULL},
+    {"add_exception", Waiter_add_exception, METH_O, NULL},
+    {"add_cancelled", Waiter_add_cancelled, METH_O, NULL},
+    {NULL, NULL}
+};
+
+static PyType_Slot Waiter_slots[] = {
+    {Py_tp_dealloc, Waiter_dealloc},
+    {Py_tp_traverse, Waiter_traverse},
+    {Py_tp_clear, Waiter_clear},
+    {Py_tp_methods, Waiter_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Waiter_spec = {
+    .name = "cfutures._cfutures._Waiter",
+    .basicsize = sizeof(WaiterObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+              | Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .slots = Waiter_slots,
+};
+
+/* ------------------------------------------------- foreign futures */
+
+static int
+pyfuture_is_waited(cf_state *st, PyObject *fut, int *done)
+{
+    PyObject *s = PyObject_GetAttr(fut, st->str_state);
+    if (s == NULL) {
+        return -1;
+    }
+    int r = PyObject_RichCompareBool(s, st->state_names[CF_FINISHED], Py_EQ);
+    if (r == 0) {
+        r = PyObject_RichCompareBool(
+            s, st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
+    }
+    Py_DECREF(s);
+    if (r < 0) {
+        return -1;
+    }
+    *done = r;
+    return 0;
+}
+
+static int
+cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(PyObject *const *)a;
+    uintptr_t y = (uintptr_t)*(PyObject *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* The foreign futures of fs, sorted by id (the stdlib's lock order).
+ * Returns a new list (possibly empty) or NULL. */
+static PyObject *
+collect_foreign(cf_state *st, PyObject *items)
+{
+    PyObject *lst = PyList_New(0);
+    if (lst == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *f = PyList_GET_ITEM(items, i);
+        if (!cf_is_future(st, f) && PyList_Append(lst, f) < 0) {
+            Py_DECREF(lst);
+            return NULL;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lst);
+    if (n > 1) {
+        qsort(((PyListObject *)lst)->ob_item, (size_t)n, sizeof(PyObject *),
+              cmp_ptr);
+    }
+    return lst;
+}
+
+/* Acquire (or release) the conditions of the sorted foreign list.  On a
+ * failed acquire, releases the ones taken and returns -1. */
+static int
+foreign_acquire_all(cf_state *st, PyObject *foreign)
+{
+    Py_ssize_t n = PyList_GET_SIZE(foreign);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (foreign_cond(st, PyList_GET_ITEM(foreign, i), st->str_acquire) < 0) {
+            PyObject *exc = cf_PyErr_GetRaisedException();
+            for (Py_ssize_t j = 0; j < i; j++) {
+                if (foreign_cond(st, PyList_GET_ITEM(foreign, j),
+                                 st->str_release) < 0) {
+                    PyErr_Clear();
+                }
+            }
+            cf_PyErr_SetRaisedException(exc);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+foreign_release_all(cf_state *st, PyObject *foreign)
+{
+    int rc = 0;
+    Py_ssize_t n = PyList_GET_SIZE(foreign);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (foreign_cond(st, PyList_GET_ITEM(foreign, i), st->str_release) < 0) {
+            if (rc < 0) {
+                PyErr_Clear();
+            }
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int
+future_is_waited(cf_state *st, PyObject *f, int *done)
+{
+    if (cf_is_future(st, f)) {
+        *done = cf_state_is_waited(((FutureObject *)f)->fut_state);
+        return 0;
+    }
+    return pyfuture_is_waited(st, f, done);
+}
+
+/* Put link i of w on future f (which was pending).  For a cfutures future
+ * whose state moved on meanwhile, fire at once. */
+static int
+waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
+{
+    Py_ssize_t i = w->nlinks++;
+    cf_link *l = &w->links[i];
+    l->waiter = &w->base;
+    l->index = i;
+    l->future = Py_NewRef(f);
+    if (cf_is_future(st, f)) {
+        FutureObject *fut = (FutureObject *)f;
+        if (cf_state_is_waited(fut->fut_state)) {
+            waiter_fire(w, i, fut->fut_state == CF_FINISHED
+                                  && fut->fut_exception != NULL);
+        }
+        else {
+            cf_future_link(fut, l);
+        }
+        return 0;
+    }
+    if (w->foreign == NULL) {
+        w->foreign = PyDict_New();
+        if (w->foreign == NULL) {
+            return -1;
+        }
+    }
+    PyObject *idx = PyLong_FromSsize_t(i);
+    if (idx == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(w->foreign, f, idx);
+    Py_DECREF(idx);
+    if (r < 0) {
+        return -1;
+    }
+    PyObject *lst = PyObject_GetAttr(f, st->str_waiters);
+    if (lst == NULL) {
+        return -1;
+    }
+    PyObject *res = PyObject_CallMethodOneArg(lst, st->str_append,
+                                              (PyObject *)w);
+    Py_DECREF(lst);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+/* Sleep until w->triggered, the deadline, or a signal.  0 / -1. */
+static int
+waiter_sleep(WaiterObject *w, cf_time_t deadline)
+{
+    while (!w->triggered) {
+        w->sleeping = 1;
+        w->posted = 0;
+        int r = cf_event_wait_gil(&w->ev, deadline);
+        w->sleeping = 0;
+        if (r < 0) {
+            return -1;
+        }
+        if (r == 0) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- wait */
+
+static int
+any_raised(cf_state *st, PyObject *done, int *found)
+{
+    /* any(not f.cancelled() and f.exception() is not None for f in done) */
+    *found = 0;
+    PyObject *items = PySequence_List(done);
+    if (items == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *f = PyList_GET_ITEM(items, i);
+        if (cf_is_future(st, f)) {
+            FutureObject *fut = (FutureObject *)f;
+            if (fut->fut_state == CF_FINISHED && fut->fut_exception != NULL) {
+                *found = 1;
+                break;
+            }
+            continue;
+        }
+        Py_INCREF(f);
+        PyObject *c = PyObject_CallMethodNoArgs(f, st->str_cancelled);
+        int t = c ? PyObject_IsTrue(c) : -1;
+        Py_XDECREF(c);
+        if (t == 0) {
+            PyObject *e = PyObject_CallMethodNoArgs(f, st->str_exception);
+            t = (e == NULL) ? -1 : (e != Py_None ? 2 : 0);
+            Py_XDECREF(e);
+        }
+        Py_DECREF(f);
+        if (t < 0) {
+            rc = -1;
+            break;
+        }
+        if (t == 2) {
+            *found = 1;
+            break;
+        }
+    }
+    Py_DECREF(items);
+    return rc;
+}
+
+static PyObject *
+make_result(cf_state *st, PyObject *done, PyObject *fs)
+{
+    PyObject *not_done = PyNumber_Subtract(fs, done);
+    if (not_done == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
+                                               done, not_done, NULL);
+    Py_DECREF(not_done);
+    return r;
+}
+
+static int
+parse_mode(cf_state *st, PyObject *return_when, int *mode)
+{
+    PyObject *names[3] = {st->str_FIRST_COMPLETED, st->str_FIRST_EXCEPTION,
+                          st->str_ALL_COMPLETED};
+    int modes[3] = {MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION,
+                    MODE_ALL_COMPLETED};
+    for (int i = 0; i < 3; i++) {
+        int eq = PyObject_RichCompareBool(return_when, names[i], Py_EQ);
+        if (eq < 0) {
+            return -1;
+        }
+        if (eq) {
+            *mode = modes[i];
+            return 0;
+        }
+    }
+    *mode = -1;
+    return 0;
+}
+
+PyDoc_STRVAR(wait_doc,
+"wait($module, /, fs, timeout=None, return_when=ALL_COMPLETED)\n--\n\n"
+"Wait for the futures in the given sequence to complete.\n\n"
+"Returns a named 2-tuple of sets (done, not_done).");
+
+static PyObject *
+cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"fs", "timeout", "return_when", NULL};
+    cf_state *st = cf_get_state(mod);
+    PyObject *fs_arg, *timeout = Py_None, *return_when = st->str_ALL_COMPLETED;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:wait", kwlist,
+                                     &fs_arg, &timeout, &return_when)) {
+        return NULL;
+    }
+    PyObject *fs = PySet_New(fs_arg);
+    if (fs == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL, *done = NULL, *foreign = NULL, *items = NULL;
+    char *isdone = NULL;
+    WaiterObject *w = NULL;
+    int locked = 0;
+
+    int mode;
+    if (parse_mode(st, return_when, &mode) < 0) {
+        goto out;
+    }
+    items = PySequence_List(fs);
+    if (items == NULL) {
+        goto out;
+    }
+    Py_ssize_t nitems = PyList_GET_SIZE(items), npending = 0;
+    isdone = PyMem_Malloc(nitems ? nitems : 1);
+    if (isdone == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    foreign = collect_foreign(st, items);
+    if (foreign == NULL) {
+        goto out;
+    }
+    if (PyList_GET_SIZE(foreign)) {
+        if (foreign_acquire_all(st, foreign) < 0) {
+            goto out;
+        }
+        locked = 1;
+    }
+    done = PySet_New(NULL);
+    if (done == NULL) {
+        goto out;
+    }
+    for (Py_ssize_t k = 0; k < nitems; k++) {
+        PyObject *f = PyList_GET_ITEM(items, k);
+        int d;
+        if (future_is_waited(st, f, &d) < 0) {
+            goto out;
+        }
+        isdone[k] = (char)d;
+        if (d) {
+            if (PySet_Add(done, f) < 0) {
+                goto out;
+            }
+        }
+        else {
+            npending++;
+        }
+    }
+    if (mode == MODE_FIRST_COMPLETED && PySet_GET_SIZE(done)) {
+        result = make_result(st, done, fs);
+        goto out;
+    }
+    if (mode == MODE_FIRST_EXCEPTION && PySet_GET_SIZE(done)) {
+        int found;
+        if (any_raised(st, done, &found) < 0) {
+            goto out;
+        }
+        if (found) {
+            result = make_result(st, done, fs);
+            goto out;
+        }
+    }
+    if (npending == 0) {
+        result = make_result(st, done, fs);
+        goto out;
+    }
+    if (mode < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid return condition: %R",
+                     return_when);
+        goto out;
+    }
+    cf_time_t deadline;
+    if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
+        goto out;
+    }
+    w = waiter_new(st, mode, npending);
+    if (w == NULL) {
+        goto out;
+    }
+    w->npending = npending;
+    for (Py_ssize_t k = 0; k < nitems; k++) {
+        PyObject *f = PyList_GET_ITEM(items, k);
+        if (isdone[k]) {
+            continue;
+        }
+        if (w->nlinks >= npending) {
+            break;  /* the set cannot grow; defensive */
+        }
+        if (waiter_install(st, w, f) < 0) {
+            goto out;
+        }
+    }
+    if (locked) {
+        locked = 0;
+        if (foreign_release_all(st, foreign) < 0) {
+            goto out;
+        }
+    }
+    if (waiter_sleep(w, deadline) < 0) {
+        goto out;
+    }
+    /* Collect the fired ones before detaching. */
+    for (Py_ssize_t k = w->fired_head; k < w->fired_tail; k++) {
+        if (PySet_Add(done, w->links[w->fired[k]].future) < 0) {
+            goto out;
+        }
+    }
+    if (waiter_detach(st, w) < 0) {
+        goto out;
+    }
+    result = make_result(st, done, fs);
+
+out:
+    if (locked && foreign_release_all(st, foreign) < 0 && result != NULL) {
+        Py_CLEAR(result);
+    }
+    if (w != NULL) {
+        PyObject *exc = cf_PyErr_GetRaisedException();
+        if (waiter_detach(st, w) < 0) {
+            PyErr_Clear();
+        }
+        cf_PyErr_SetRaisedException(exc);
+        Py_DECREF(w);
+    }
+    Py_XDECREF(foreign);
+    Py_XDECREF(done);
+    Py_XDECREF(items);
+    PyMem_Free(isdone);
+    Py_DECREF(fs);
+    return result;
+}
+
+/* -------------------------------------------------------- as_completed */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fs_arg;           /* until started */
+    PyObject *timeout;          /* until started */
+    PyObject *ready;            /* list: already finished, popped from end */
+    WaiterObject *waiter;
+    cf_time_t deadline;
+    Py_ssize_t total;
+    Py_ssize_t npending;        /* pending at start, not yet yielded */
+    int started;
+    int exhausted;
+} AsCompletedObject;
+
+static int
+ac_stop(cf_state *st, AsCompletedObject *it)
+{
+    it->exhausted = 1;
+    Py_CLEAR(it->fs_arg);
+    Py_CLEAR(it->timeout);
+    Py_CLEAR(it->ready);
+    int rc = 0;
+    if (it->waiter != NULL) {
+        WaiterObject *w = it->waiter;
+        rc = waiter_detach(st, w);
+        it->waiter = NULL;
+        Py_DECREF(w);
+    }
+    return rc;
+}
+
+static int
+ac_start(cf_state *st, AsCompletedObject *it)
+{
+    it->started = 1;
+    it->deadline = CF_FOREVER;
+    if (it->timeout != Py_None) {
+        /* end_time = timeout + time.monotonic(), as the stdlib computes. */
+        PyObject *now = PyFloat_FromDouble((double)cf_monotonic_ns() / 1e9);
+        if (now == NULL) {
+            return -1;
+        }
+        PyObject *end = PyNumber_Add(it->timeout, now);
+        Py_DECREF(now);
+        if (end == NULL) {
+            return -1;
+        }
+        double e = PyFloat_AsDouble(end);
+        Py_DECREF(end);
+        if (e == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        it->deadline = e < 0 ? 0 : (cf_time_t)(e * 1e9);
+    }
+    PyObject *fs = PySet_New(it->fs_arg);
+    if (fs == NULL) {
+        return -1;
+    }
+    Py_CLEAR(it->fs_arg);
+    it->total = PySet_GET_SIZE(fs);
+    int rc = -1, locked = 0;
+    char *isdone = NULL;
+    PyObject *foreign = NULL;
+    PyObject *items = PySequence_List(fs);
+    if (items == NULL) {
+        goto out;
+    }
+    Py_ssize_t nitems = PyList_GET_SIZE(items);
+    isdone = PyMem_Malloc(nitems ? nitems : 1);
+    if (isdone == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    foreign = collect_foreign(st, items);
+    if (foreign == NULL) {
+        goto out;
+    }
+    if (PyList_GET_SIZE(foreign)) {
+        if (foreign_acquire_all(st, foreign) < 0) {
+            goto out;
+        }
+        locked = 1;
+    }
+    it->ready = PyList_New(0);
+    if (it->ready == NULL) {
+        goto out;
+    }
+    /* First pass: what is finished now; count the rest. */
+    Py_ssize_t npending = 0;
+    for (Py_ssize_t k = 0; k < nitems; k++) {
+        PyObject *f = PyList_GET_ITEM(items, k);
+        int d;
+        if (future_is_waited(st, f, &d) < 0) {
+            goto out;
+        }
+        isdone[k] = (char)d;
+        if (d) {
+            if (PyList_Append(it->ready, f) < 0) {
+                goto out;
+            }
+        }
+        else {
+            npending++;
+        }
+    }
+    it->npending = npending;
+    if (npending) {
+        it->waiter = waiter_new(st, MODE_AS_COMPLETED, npending);
+        if (it->waiter == NULL) {
+            goto out;
+        }
+        for (Py_ssize_t k = 0; k < nitems; k++) {
+            PyObject *f = PyList_GET_ITEM(items, k);
+            if (isdone[k]) {
+                continue;
+            }
+            if (it->waiter->nlinks >= npending) {
+                break;
+            }
+            if (waiter_install(st, it->waiter, f) < 0) {
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    if (locked && foreign_release_all(st, foreign) < 0) {
+        rc = -1;
+    }
+    Py_XDECREF(foreign);
+    Py_XDECREF(items);
+    PyMem_Free(isdone);
+    Py_DECREF(fs);
+    return rc;
+}
+
+static PyObject *
+ac_fail(cf_state *st, AsCompletedObject *it)
+{
+    PyObject *exc = cf_PyErr_GetRaisedException();
+    if (ac_stop(st, it) < 0) {
+        PyErr_Clear();
+    }
+    cf_PyErr_SetRaisedException(exc);
+    return NULL;
+}
+
+static PyObject *
+AsCompleted_next(PyObject *self)
+{
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    if (it->exhausted) {
+        return NULL;
+    }
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!it->started && ac_start(st, it) < 0) {
+        return ac_fail(st, it);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(it->ready);
+    if (n > 0) {
+        PyObject *f = Py_NewRef(PyList_GET_ITEM(it->ready, n - 1));
+        if (PyList_SetSlice(it->ready, n - 1, n, NULL) < 0) {
+            Py_DECREF(f);
+            return ac_fail(st, it);
+        }
+        return f;
+    }
+    WaiterObject *w = it->waiter;
+    for (;;) {
+        if (w != NULL && w->fired_head < w->fired_tail) {
+            Py_ssize_t i = w->fired[w->fired_head++];
+            PyObject *f = Py_NewRef(w->links[i].future);
+            if (waiter_drop_link(st, w, i) < 0) {
+                Py_DECREF(f);
+                return ac_fail(st, it);
+            }
+            it->npending--;
+            if (w->fired_head == w->fired_tail) {
+                w->triggered = 0;
+            }
+            return f;
+        }
+        if (it->npending <= 0) {
+            if (ac_stop(st, it) < 0) {
+                return NULL;
+            }
+            return NULL;    /* StopIteration */
+        }
+        if (it->deadline != CF_FOREVER && cf_monotonic_ns() > it->deadline) {
+            PyErr_Format(st->TimeoutError, "%zd (of %zd) futures unfinished",
+                         it->npending, it->total);
+            return ac_fail(st, it);
+        }
+        if (waiter_sleep(w, it->deadline) < 0) {
+            return ac_fail(st, it);
+        }
+    }
+}
+
+PyDoc_STRVAR(ac_close_doc,
+"close($self, /)\n--\n\nStop waiting: remove this iterator's waiters.");
+
+static PyObject *
+AsCompleted_close(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL || ac_stop(st, (AsCompletedObject *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+AsCompleted_finalize(PyObject *self)
+{
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    if (it->waiter == NULL) {
+        return;
+    }
+    PyObject *exc = cf_PyErr_GetRaisedException();
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL || ac_stop(st, it) < 0) {
+        PyErr_WriteUnraisable(self);
+    }
+    cf_PyErr_SetRaisedException(exc);
+}
+
+static int
+AsCompleted_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(it->fs_arg);
+    Py_VISIT(it->timeout);
+    Py_VISIT(it->ready);
+    Py_VISIT(it->waiter);
+    return 0;
+}
+
+static int
+AsCompleted_clear(PyObject *self)
+{
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    Py_CLEAR(it->fs_arg);
+    Py_CLEAR(it->timeout);
+    Py_CLEAR(it->ready);
+    Py_CLEAR(it->waiter);
+    return 0;
+}
+
+static void
+AsCompleted_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (PyObject_CallFinalizerFromDealloc(self) < 0) {
+        return;     /* resurrected */
+    }
+    PyObject_GC_UnTrack(self);
+    AsCompleted_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef AsCompleted_methods[] = {
+    {"close", AsCompleted_close, METH_NOARGS, ac_close_doc},
+    {NULL, NULL}
+};
+
+static PyType_Slot AsCompleted_slots[] = {
+    {Py_tp_dealloc, AsCompleted_dealloc},
+    {Py_tp_finalize, AsCompleted_finalize},
+    {Py_tp_traverse, AsCompleted_traverse},
+    {Py_tp_clear, AsCompleted_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, AsCompleted_next},
+    {Py_tp_methods, AsCompleted_methods},
+    {0, NULL},
+};
+
+static PyType_Spec AsCompleted_spec = {
+    .name = "cfutures._cfutures.as_completed_iterator",
+    .basicsize = sizeof(AsCompletedObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+              | Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .slots = AsCompleted_slots,
+};
+
+PyDoc_STRVAR(as_completed_doc,
+"as_completed($module, /, fs, timeout=None)\n--\n\n"
+"An iterator over the given futures that yields each as it completes.\n\n"
+"Already finished futures come first.  Raises TimeoutError if the whole\n"
+"iteration cannot complete before the timeout.");
+
+static PyObject *
+cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"fs", "timeout", NULL};
+    cf_state *st = cf_get_state(mod);
+    PyObject *fs_arg, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:as_completed", kwlist,
+                                     &fs_arg, &timeout)) {
+        return NULL;
+    }
+    AsCompletedObject *it = PyObject_GC_New(AsCompletedObject,
+                                            st->AsCompleted_type);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->fs_arg = Py_NewRef(fs_arg);
+    it->timeout = Py_NewRef(timeout);
+    it->ready = NULL;
+    it->waiter = NULL;
+    it->deadline = CF_FOREVER;
+    it->total = it->npending = 0;
+    it->started = it->exhausted = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyMethodDef waiters_functions[] = {
+    {"wait", (PyCFunction)(void (*)(void))cf_wait,
+     METH_VARARGS | METH_KEYWORDS, wait_doc},
+    {"as_completed", (PyCFunction)(void (*)(void))cf_as_completed,
+     METH_VARARGS | METH_KEYWORDS, as_completed_doc},
+    {NULL, NULL}
+};
+
+int
+cf_waiters_module_init(PyObject *mod, cf_state *st)
+{
+    st->Waiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &Waiter_spec,
+                                                               NULL);
+    if (st->Waiter_type == NULL) {
+        return -1;
+    }
+    st->AsCompleted_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &AsCompleted_spec, NULL);
+    if (st->AsCompleted_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddFunctions(mod, waiters_functions);
+}
