@@ -1,14 +1,92 @@
-"""cfutures.thread: ThreadPoolExecutor (native implementation pending)."""
+"""cfutures.thread: a native ThreadPoolExecutor.
+
+Workers are real threading.Thread objects named like the stdlib's, whose
+body is a C loop: it waits for work with the GIL released and takes the GIL
+only to run a task and complete its future.
+"""
+import os
+import threading
+import weakref
+import concurrent.futures.thread as _std_thread
+
 from concurrent.futures.thread import BrokenThreadPool  # noqa: F401
 
+from . import _cfutures
 from ._base import Executor
 
 __all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
 
+# Every worker ever started, for the exit hook.
+_workers = weakref.WeakSet()
+_cfutures._tp_configure(threading.Thread, _workers)
 
-class ThreadPoolExecutor(Executor):
-    """Placeholder: the native thread pool has not landed yet."""
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError(
-            "cfutures.ThreadPoolExecutor is not implemented yet")
+def _python_exit():
+    # Runs before threading joins non-daemon threads (like the stdlib's
+    # hook): refuse new work, let workers finish what is queued, join.
+    _cfutures._tp_interpreter_exit()
+    for t in list(_workers):
+        t.join()
+
+
+threading._register_atexit(_python_exit)
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_cfutures._tp_before_fork,
+                        after_in_parent=_cfutures._tp_after_fork_parent,
+                        after_in_child=_cfutures._tp_after_fork_child)
+
+if hasattr(os, "process_cpu_count"):        # 3.13+
+    _cpu_count = os.process_cpu_count
+else:
+    _cpu_count = os.cpu_count
+
+
+class ThreadPoolExecutor(_cfutures.ThreadPool, Executor,
+                         _std_thread.ThreadPoolExecutor):
+    """A thread pool whose queueing, dispatch and completion are C.
+
+    An instance of concurrent.futures.ThreadPoolExecutor (asyncio's
+    set_default_executor accepts it); shares no machinery with it.
+    """
+
+    __module__ = "cfutures"
+
+    def __init__(self, max_workers=None, thread_name_prefix='',
+                 initializer=None, initargs=()):
+        """Initializes a new ThreadPoolExecutor instance.
+
+        Args:
+            max_workers: The maximum number of threads that can be used to
+                execute the given calls.
+            thread_name_prefix: An optional name prefix to give our threads.
+            initializer: A callable used to initialize worker threads.
+            initargs: A tuple of arguments to pass to the initializer.
+        """
+        if max_workers is None:
+            max_workers = min(32, (_cpu_count() or 1) + 4)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+
+        self._max_workers = max_workers
+        self._thread_name_prefix = (thread_name_prefix or
+                                    ("ThreadPoolExecutor-%d" % self._counter()))
+        self._initializer = initializer
+        self._initargs = initargs
+        # The C pool counts threads in a Py_ssize_t; a bigger (or float)
+        # max_workers behaves the same as the stdlib's comparison.
+        limit = max_workers
+        if not isinstance(limit, int):
+            import math
+            limit = math.ceil(limit)
+        self._pool_init(min(limit, 1 << 30), str(self._thread_name_prefix),
+                        initializer, initargs)
+
+    def _adjust_thread_count(self):     # stdlib-private; the C pool does it
+        pass
+
+    def _initializer_failed(self):      # stdlib-private; the C pool does it
+        pass

@@ -56,6 +56,43 @@ int cf_event_wait(cf_event *ev, cf_time_t deadline);
  * 0: timeout, -1: exception raised by a signal handler. */
 int cf_event_wait_gil(cf_event *ev, cf_time_t deadline);
 
+/* ------------------------------------------------------------ spinning */
+
+/* A cross-CPU futex wake-up costs ~25 us on these machines, more than a
+ * whole task.  Threads about to sleep first spin for a bounded time, and
+ * a GIL hand-off hint (set by our own threads around the GIL releases
+ * they make) tells a spinner when taking the GIL will not block.  Pure C,
+ * process-wide, holds no PyObject; a stale hint only costs a spin. */
+#define CF_SPIN_NS 250000     /* waiting for a result or for work */
+#define CF_SPIN_GIL_NS 60000  /* waiting for the GIL hint */
+
+static inline void
+cf_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+extern int cf_gil_free_hint;
+
+static inline void
+cf_hint_gil_released(void)
+{
+    __atomic_store_n(&cf_gil_free_hint, 1, __ATOMIC_RELEASE);
+}
+
+static inline void
+cf_hint_gil_acquired(void)
+{
+    __atomic_store_n(&cf_gil_free_hint, 0, __ATOMIC_RELAXED);
+}
+
+/* Spin (GIL released) until the hint says the GIL is free, or budget. */
+void cf_spin_for_gil(void);
+
 /* -------------------------------------------------------------- states */
 
 enum {
@@ -148,6 +185,14 @@ typedef struct {
     PyObject *str_error;
     PyObject *str_critical;
     PyObject *str_exc_info;
+    PyObject *empty_tuple;
+
+    /* threadpool.c: registry for fork/exit hooks, set up by _tp_configure */
+    struct cf_pool *tp_pools;
+    int tp_exiting;                     /* interpreter shutdown began */
+    PyObject *tp_Thread;                /* threading.Thread */
+    PyObject *tp_all_threads;           /* WeakSet of every worker */
+    PyObject *tp_worker_fn;             /* _thread_worker */
 } cf_state;
 
 extern PyModuleDef cf_module_def;
@@ -194,6 +239,12 @@ PyObject *cf_future_result_nowait(cf_state *st, FutureObject *fut);
 /* result(timeout) semantics with a precomputed deadline. */
 PyObject *cf_future_result_deadline(cf_state *st, FutureObject *fut,
                                     cf_time_t deadline);
+
+/* fut_state is written with the GIL held and may be read by a spinner
+ * without it. */
+#define CF_SET_STATE(fut, s) \
+    __atomic_store_n(&(fut)->fut_state, (s), __ATOMIC_RELEASE)
+#define CF_LOAD_STATE(fut) __atomic_load_n(&(fut)->fut_state, __ATOMIC_ACQUIRE)
 
 static inline int
 cf_state_is_done(int s)

@@ -264,7 +264,7 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
             Py_CLEAR(fut->fut_result);
         }
     }
-    fut->fut_state = CF_FINISHED;
+    CF_SET_STATE(fut, CF_FINISHED);
     notify_links(fut, CF_EV_FINISH);
     int rc = call_py_waiters(fut, exc != NULL ? st->str_add_exception
                                               : st->str_add_result);
@@ -288,7 +288,7 @@ cf_future_cancel(cf_state *st, FutureObject *fut)
     if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
         return cond_exit(st, cond, 0) < 0 ? -1 : 1;
     }
-    fut->fut_state = CF_CANCELLED;
+    CF_SET_STATE(fut, CF_CANCELLED);
     notify_links(fut, CF_EV_CANCEL);
     if (cond_exit(st, cond, 1) < 0) {
         return -1;
@@ -303,12 +303,12 @@ int
 cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
 {
     if (fut->fut_condition == NULL && fut->fut_state == CF_PENDING) {
-        fut->fut_state = CF_RUNNING;
+        CF_SET_STATE(fut, CF_RUNNING);
         return 1;
     }
     COND_ENTER(st, fut, cond);
     if (fut->fut_state == CF_CANCELLED) {
-        fut->fut_state = CF_CANCELLED_AND_NOTIFIED;
+        CF_SET_STATE(fut, CF_CANCELLED_AND_NOTIFIED);
         notify_links(fut, CF_EV_NOTIFY);
         int rc = call_py_waiters(fut, st->str_add_cancelled);
         if (cond_exit(st, cond, 0) < 0 || rc < 0) {
@@ -317,7 +317,7 @@ cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
         return 0;
     }
     if (fut->fut_state == CF_PENDING) {
-        fut->fut_state = CF_RUNNING;
+        CF_SET_STATE(fut, CF_RUNNING);
         return cond_exit(st, cond, 0) < 0 ? -1 : 1;
     }
     /* LOGGER.critical('Future %s in unexpected state: %s', id, state) */
@@ -371,6 +371,31 @@ wait_done(FutureObject *fut, cf_time_t deadline)
     link.waiter = &w.base;
     cf_future_link(fut, &link);
     int rc = 0;
+    /* Spin a little with the GIL released before sleeping: most tasks
+     * finish sooner than a futex wake-up takes. */
+    int spun = 0;
+    Py_BEGIN_ALLOW_THREADS
+    cf_hint_gil_released();
+    cf_time_t end = cf_monotonic_ns() + CF_SPIN_NS;
+    if (deadline != CF_FOREVER && deadline < end) {
+        end = deadline;
+    }
+    for (int i = 0;; i++) {
+        if (cf_state_is_done(CF_LOAD_STATE(fut))) {
+            spun = 1;
+            break;
+        }
+        cf_cpu_relax();
+        if ((i & 63) == 63 && cf_monotonic_ns() > end) {
+            break;
+        }
+    }
+    if (spun) {
+        /* the completer holds the GIL; wait until it lets go */
+        cf_spin_for_gil();
+    }
+    Py_END_ALLOW_THREADS
+    cf_hint_gil_acquired();
     while (!cf_state_is_done(fut->fut_state)) {
         int r = cf_event_wait_gil(&w.ev, deadline);
         if (r < 0) {
@@ -826,7 +851,7 @@ Future_set_state(PyObject *self, PyObject *value, void *closure)
         if (eq) {
             FutureObject *fut = (FutureObject *)self;
             int old = fut->fut_state;
-            fut->fut_state = i;
+            CF_SET_STATE(fut, i);
             /* Code that drives the state by hand (pebble) still wakes
              * our blocked waiters. */
             if (i == CF_FINISHED && old != CF_FINISHED) {
@@ -1014,7 +1039,7 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwds)
                         "cannot re-initialize a future that is waited on");
         return -1;
     }
-    fut->fut_state = CF_PENDING;
+    CF_SET_STATE(fut, CF_PENDING);
     Future_clear(self);
     return 0;
 }

@@ -20,6 +20,9 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->stdlib_Future);
     Py_VISIT(st->logger);
     Py_VISIT(st->Condition);
+    Py_VISIT(st->tp_Thread);
+    Py_VISIT(st->tp_all_threads);
+    Py_VISIT(st->tp_worker_fn);
     for (int i = 0; i < CF_NSTATES; i++) {
         Py_VISIT(st->state_names[i]);
         Py_VISIT(st->state_desc[i]);
@@ -44,6 +47,10 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->stdlib_Future);
     Py_CLEAR(st->logger);
     Py_CLEAR(st->Condition);
+    Py_CLEAR(st->tp_Thread);
+    Py_CLEAR(st->tp_all_threads);
+    Py_CLEAR(st->tp_worker_fn);
+    Py_CLEAR(st->empty_tuple);
     for (int i = 0; i < CF_NSTATES; i++) {
         Py_CLEAR(st->state_names[i]);
         Py_CLEAR(st->state_desc[i]);

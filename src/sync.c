@@ -5,6 +5,26 @@
 #include <math.h>
 #include <time.h>
 
+int cf_gil_free_hint = 0;
+
+void
+cf_spin_for_gil(void)
+{
+    if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    cf_time_t end = cf_monotonic_ns() + CF_SPIN_GIL_NS;
+    for (int i = 0;; i++) {
+        if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
+            return;
+        }
+        cf_cpu_relax();
+        if ((i & 63) == 63 && cf_monotonic_ns() > end) {
+            return;
+        }
+    }
+}
+
 cf_time_t
 cf_monotonic_ns(void)
 {
