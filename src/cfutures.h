@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <semaphore.h>
 #include <pthread.h>
+#include <sched.h>
 
 /* ---------------------------------------------------------------- time */
 
@@ -74,6 +75,18 @@ cf_cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* Every 64 spins: 1 when the budget is spent.  Every 256, yield the CPU
+ * so that a spinner never starves the thread it waits for when the
+ * machine is oversubscribed. */
+static inline int
+cf_spin_check(int i, cf_time_t end)
+{
+    if ((i & 255) == 255) {
+        sched_yield();
+    }
+    return cf_monotonic_ns() > end;
 }
 
 extern int cf_gil_free_hint;

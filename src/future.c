@@ -386,7 +386,7 @@ wait_done(FutureObject *fut, cf_time_t deadline)
             break;
         }
         cf_cpu_relax();
-        if ((i & 63) == 63 && cf_monotonic_ns() > end) {
+        if ((i & 63) == 63 && cf_spin_check(i, end)) {
             break;
         }
     }

@@ -19,7 +19,7 @@ cf_spin_for_gil(void)
             return;
         }
         cf_cpu_relax();
-        if ((i & 63) == 63 && cf_monotonic_ns() > end) {
+        if ((i & 63) == 63 && cf_spin_check(i, end)) {
             return;
         }
     }

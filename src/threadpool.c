@@ -312,7 +312,7 @@ wait_for_work(cf_pool *p)
                 break;
             }
             cf_cpu_relax();
-            if ((i & 63) == 63 && cf_monotonic_ns() > end) {
+            if ((i & 63) == 63 && cf_spin_check(i, end)) {
                 break;
             }
         }
