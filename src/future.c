@@ -436,15 +436,10 @@ cf_future_result_nowait(cf_state *st, FutureObject *fut)
         return NULL;
     }
     if (s == CF_FINISHED) {
+        /* "is not None", not truthiness: gh-132063, fixed in 3.13.4 */
         if (fut->fut_exception != NULL) {
-            int t = PyObject_IsTrue(fut->fut_exception);
-            if (t < 0) {
-                return NULL;
-            }
-            if (t) {
-                raise_stored(fut->fut_exception);
-                return NULL;
-            }
+            raise_stored(fut->fut_exception);
+            return NULL;
         }
         return Py_NewRef(fut->fut_result ? fut->fut_result : Py_None);
     }
@@ -608,7 +603,7 @@ Future_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
 }
 
 PyDoc_STRVAR(future_add_done_callback_doc,
-"add_done_callback($self, fn, /)\n--\n\n"
+"add_done_callback($self, /, fn)\n--\n\n"
 "Attaches a callable that will be called when the future finishes.\n\n"
 "The callable is called with this future as its only argument, in the\n"
 "thread that completes the future, or at once if it is already done.\n"
@@ -712,7 +707,7 @@ one_arg(const char *fname, const char *argname, PyObject *const *args,
 }
 
 PyDoc_STRVAR(future_set_result_doc,
-"set_result($self, result, /)\n--\n\n"
+"set_result($self, /, result)\n--\n\n"
 "Sets the return value of work associated with the future.\n\n"
 "Should only be used by Executor implementations and unit tests.");
 
@@ -732,7 +727,7 @@ Future_set_result(PyObject *self, PyTypeObject *cls, PyObject *const *args,
 }
 
 PyDoc_STRVAR(future_set_exception_doc,
-"set_exception($self, exception, /)\n--\n\n"
+"set_exception($self, /, exception)\n--\n\n"
 "Sets the result of the future as being the given exception.\n\n"
 "Should only be used by Executor implementations and unit tests.");
 

@@ -547,19 +547,6 @@ any_raised(cf_state *st, PyObject *done, int *found)
     return rc;
 }
 
-static PyObject *
-make_result(cf_state *st, PyObject *done, PyObject *fs)
-{
-    PyObject *not_done = PyNumber_Subtract(fs, done);
-    if (not_done == NULL) {
-        return NULL;
-    }
-    PyObject *r = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
-                                               done, not_done, NULL);
-    Py_DECREF(not_done);
-    return r;
-}
-
 static int
 parse_mode(cf_state *st, PyObject *return_when, int *mode)
 {
@@ -582,9 +569,18 @@ parse_mode(cf_state *st, PyObject *return_when, int *mode)
 }
 
 PyDoc_STRVAR(wait_doc,
-"wait($module, /, fs, timeout=None, return_when=ALL_COMPLETED)\n--\n\n"
+"wait($module, /, fs, timeout=None, return_when='ALL_COMPLETED')\n--\n\n"
 "Wait for the futures in the given sequence to complete.\n\n"
 "Returns a named 2-tuple of sets (done, not_done).");
+
+/* A cfutures future of our own classes: default hash and eq, so putting
+ * it in a set runs no Python code (and cannot release the GIL). */
+static int
+is_plain_native(cf_state *st, PyObject *f)
+{
+    PyTypeObject *tp = Py_TYPE(f);
+    return tp == st->future_class || tp == st->Future_type;
+}
 
 static PyObject *
 cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
@@ -596,62 +592,72 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
                                      &fs_arg, &timeout, &return_when)) {
         return NULL;
     }
-    PyObject *fs = PySet_New(fs_arg);
-    if (fs == NULL) {
+    PyObject *items;
+    if (PyList_CheckExact(fs_arg) || PyTuple_CheckExact(fs_arg)) {
+        items = PySequence_Fast(fs_arg, "");
+    }
+    else {
+        items = PySequence_List(fs_arg);    /* same TypeError as set(fs) */
+    }
+    if (items == NULL) {
         return NULL;
     }
-    PyObject *result = NULL, *done = NULL, *foreign = NULL, *items = NULL;
-    char *isdone = NULL;
+    PyObject *result = NULL, *done = NULL, *not_done = NULL, *foreign = NULL;
+    PyObject *pending = NULL;
     WaiterObject *w = NULL;
-    int locked = 0;
+    int locked = 0, mode;
 
-    int mode;
     if (parse_mode(st, return_when, &mode) < 0) {
         goto out;
     }
-    items = PySequence_List(fs);
-    if (items == NULL) {
-        goto out;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    PyObject **v = PySequence_Fast_ITEMS(items);
+    int all_native = 1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!is_plain_native(st, v[k])) {
+            all_native = 0;
+            break;
+        }
     }
-    Py_ssize_t nitems = PyList_GET_SIZE(items), npending = 0;
-    isdone = PyMem_Malloc(nitems ? nitems : 1);
-    if (isdone == NULL) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    foreign = collect_foreign(st, items);
-    if (foreign == NULL) {
-        goto out;
-    }
-    if (PyList_GET_SIZE(foreign)) {
-        if (foreign_acquire_all(st, foreign) < 0) {
+    if (!all_native) {
+        /* Dedupe first, then take the foreign futures' conditions in id
+         * order, as the stdlib's _AcquireFutures does. */
+        PyObject *fs = PySet_New(items);
+        if (fs == NULL) {
             goto out;
         }
-        locked = 1;
-    }
-    done = PySet_New(NULL);
-    if (done == NULL) {
-        goto out;
-    }
-    for (Py_ssize_t k = 0; k < nitems; k++) {
-        PyObject *f = PyList_GET_ITEM(items, k);
-        int d;
-        if (future_is_waited(st, f, &d) < 0) {
+        Py_SETREF(items, PySequence_List(fs));
+        Py_DECREF(fs);
+        if (items == NULL) {
             goto out;
         }
-        isdone[k] = (char)d;
-        if (d) {
-            if (PySet_Add(done, f) < 0) {
+        foreign = collect_foreign(st, items);
+        if (foreign == NULL) {
+            goto out;
+        }
+        if (PyList_GET_SIZE(foreign)) {
+            if (foreign_acquire_all(st, foreign) < 0) {
                 goto out;
             }
+            locked = 1;
         }
-        else {
-            npending++;
+        n = PyList_GET_SIZE(items);
+        v = PySequence_Fast_ITEMS(items);
+    }
+    done = PySet_New(NULL);
+    not_done = PySet_New(NULL);
+    if (done == NULL || not_done == NULL) {
+        goto out;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int d;
+        if (future_is_waited(st, v[k], &d) < 0
+            || PySet_Add(d ? done : not_done, v[k]) < 0) {
+            goto out;
         }
     }
     if (mode == MODE_FIRST_COMPLETED && PySet_GET_SIZE(done)) {
-        result = make_result(st, done, fs);
-        goto out;
+        goto finish;
     }
     if (mode == MODE_FIRST_EXCEPTION && PySet_GET_SIZE(done)) {
         int found;
@@ -659,13 +665,12 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
             goto out;
         }
         if (found) {
-            result = make_result(st, done, fs);
-            goto out;
+            goto finish;
         }
     }
+    Py_ssize_t npending = PySet_GET_SIZE(not_done);
     if (npending == 0) {
-        result = make_result(st, done, fs);
-        goto out;
+        goto finish;
     }
     if (mode < 0) {
         PyErr_Format(PyExc_ValueError, "Invalid return condition: %R",
@@ -676,20 +681,14 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
         goto out;
     }
-    w = waiter_new(st, mode, npending);
+    pending = PySequence_List(not_done);
+    w = pending ? waiter_new(st, mode, npending) : NULL;
     if (w == NULL) {
         goto out;
     }
     w->npending = npending;
-    for (Py_ssize_t k = 0; k < nitems; k++) {
-        PyObject *f = PyList_GET_ITEM(items, k);
-        if (isdone[k]) {
-            continue;
-        }
-        if (w->nlinks >= npending) {
-            break;  /* the set cannot grow; defensive */
-        }
-        if (waiter_install(st, w, f) < 0) {
+    for (Py_ssize_t k = 0; k < npending; k++) {
+        if (waiter_install(st, w, PyList_GET_ITEM(pending, k)) < 0) {
             goto out;
         }
     }
@@ -702,17 +701,18 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (waiter_sleep(w, deadline) < 0) {
         goto out;
     }
-    /* Collect the fired ones before detaching. */
     for (Py_ssize_t k = w->fired_head; k < w->fired_tail; k++) {
-        if (PySet_Add(done, w->links[w->fired[k]].future) < 0) {
+        PyObject *f = w->links[w->fired[k]].future;
+        if (PySet_Add(done, f) < 0 || PySet_Discard(not_done, f) < 0) {
             goto out;
         }
     }
     if (waiter_detach(st, w) < 0) {
         goto out;
     }
-    result = make_result(st, done, fs);
-
+finish:
+    result = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
+                                          done, not_done, NULL);
 out:
     if (locked && foreign_release_all(st, foreign) < 0 && result != NULL) {
         Py_CLEAR(result);
@@ -725,11 +725,11 @@ out:
         cf_PyErr_SetRaisedException(exc);
         Py_DECREF(w);
     }
+    Py_XDECREF(pending);
     Py_XDECREF(foreign);
     Py_XDECREF(done);
-    Py_XDECREF(items);
-    PyMem_Free(isdone);
-    Py_DECREF(fs);
+    Py_XDECREF(not_done);
+    Py_DECREF(items);
     return result;
 }
 
