@@ -26,6 +26,7 @@
 
 typedef struct cf_work {
     struct cf_work *next;
+    struct cf_work *rprev, *rnext;  /* pool->running list (GIL) */
     PyObject *future;
     PyObject *fn;
     PyObject *args;         /* tuple */
@@ -56,6 +57,7 @@ typedef struct cf_pool {
     PyObject *prefix;
     PyObject *threads;      /* set of threading.Thread */
     PyObject *broken_msg;   /* str or NULL */
+    cf_work *running;       /* tasks being run now, for fork */
     struct cf_pool *reg_prev, *reg_next;    /* registry, for fork/exit */
 } cf_pool;
 
@@ -216,10 +218,36 @@ log_critical(cf_state *st, const char *msg, PyObject *exc)
 
 /* ------------------------------------------------------------- worker */
 
+static void
+running_add(cf_pool *p, cf_work *w)
+{
+    w->rprev = NULL;
+    w->rnext = p->running;
+    if (p->running) {
+        p->running->rprev = w;
+    }
+    p->running = w;
+}
+
+static void
+running_remove(cf_pool *p, cf_work *w)
+{
+    if (w->rprev) {
+        w->rprev->rnext = w->rnext;
+    }
+    else {
+        p->running = w->rnext;
+    }
+    if (w->rnext) {
+        w->rnext->rprev = w->rprev;
+    }
+}
+
 /* Run one task with the GIL held; consumes w. */
 static void
-run_work(cf_state *st, cf_work *w)
+run_work(cf_pool *p, cf_state *st, cf_work *w)
 {
+    running_add(p, w);
     FutureObject *fut = (FutureObject *)w->future;
     int r = cf_future_set_running_or_notify_cancel(st, fut);
     if (r > 0) {
@@ -241,6 +269,7 @@ run_work(cf_state *st, cf_work *w)
         log_critical(st, "Exception in worker", exc);
         Py_XDECREF(exc);
     }
+    running_remove(p, w);
     work_free(w);
 }
 
@@ -367,7 +396,7 @@ thread_worker(PyObject *mod, PyObject *capsule)
             if (w == NULL) {
                 break;
             }
-            run_work(st, w);
+            run_work(p, st, w);
             if (++n == CF_BATCH) {
                 /* let other threads have the GIL now and then */
                 Py_BEGIN_ALLOW_THREADS
@@ -379,7 +408,7 @@ thread_worker(PyObject *mod, PyObject *capsule)
         if (w == NULL) {
             break;
         }
-        run_work(st, w);
+        run_work(p, st, w);
     }
     Py_RETURN_NONE;
 }
@@ -868,6 +897,24 @@ tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
         cf_work *w = queue_take_all_locked(p);
         PySet_Clear(p->threads);
         cf_state *st = pool_state(p);
+        /* Tasks that were running in the parent have no thread here. */
+        cf_work *r = p->running;
+        p->running = NULL;
+        while (r) {
+            cf_work *next = r->rnext;
+            PyObject *exc = PyObject_CallFunction(
+                st->BrokenThreadPool, "s",
+                "the worker thread running this task did not survive "
+                "os.fork(); the parent process still runs it");
+            if (exc == NULL
+                || cf_future_complete(st, (FutureObject *)r->future, NULL,
+                                      exc) < 0) {
+                PyErr_WriteUnraisable(r->future);
+            }
+            Py_XDECREF(exc);
+            work_free(r);
+            r = next;
+        }
         while (w) {
             cf_work *next = w->next;
             FutureObject *fut = (FutureObject *)w->future;
