@@ -42,6 +42,22 @@ else:
     _cpu_count = os.cpu_count
 
 
+class _WorkQueueView:
+    """Read-only stand-in for the stdlib's executor._work_queue, which
+    code in the wild inspects with qsize()/empty()."""
+
+    __slots__ = ("_executor",)
+
+    def __init__(self, executor):
+        self._executor = executor
+
+    def qsize(self):
+        return self._executor._qsize
+
+    def empty(self):
+        return self._executor._qsize == 0
+
+
 class ThreadPoolExecutor(_cfutures.ThreadPool, Executor,
                          _std_thread.ThreadPoolExecutor):
     """A thread pool whose queueing, dispatch and completion are C.
@@ -84,6 +100,10 @@ class ThreadPoolExecutor(_cfutures.ThreadPool, Executor,
             limit = math.ceil(limit)
         self._pool_init(min(limit, 1 << 30), str(self._thread_name_prefix),
                         initializer, initargs)
+
+    @property
+    def _work_queue(self):
+        return _WorkQueueView(self)
 
     def _adjust_thread_count(self):     # stdlib-private; the C pool does it
         pass

@@ -569,7 +569,8 @@ ThreadPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     cf_pool *p = ((ThreadPoolObject *)self)->pool;
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError,
-                        "submit() missing 1 required positional argument: 'fn'");
+                        "ThreadPoolExecutor.submit() missing 1 required "
+                        "positional argument: 'fn'");
         return NULL;
     }
     PyObject *targs = PyTuple_New(nargs - 1);
