@@ -36,10 +36,13 @@ if hasattr(os, "register_at_fork"):
                         after_in_parent=_cfutures._tp_after_fork_parent,
                         after_in_child=_cfutures._tp_after_fork_child)
 
-if hasattr(os, "process_cpu_count"):        # 3.13+
-    _cpu_count = os.process_cpu_count
-else:
-    _cpu_count = os.cpu_count
+
+def _cpu_count():
+    # Looked up at each construction, as the stdlib does (3.13+:
+    # process_cpu_count).
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count()
+    return os.cpu_count()
 
 
 class _WorkQueueView:

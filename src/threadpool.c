@@ -10,8 +10,11 @@
  * takes the GIL only to run a task and complete its future; holding the
  * GIL it keeps popping queued tasks, up to CF_BATCH before it lets go.
  *
- *   lock order:  GIL -> pool->mu      (never the reverse: a thread that
- *                                      holds mu never waits for the GIL)
+ *   lock order:  start_lock -> GIL -> pool->mu
+ *     mu: never held while waiting for the GIL.
+ *     start_lock (the stdlib's _shutdown_lock): serialises starting a
+ *     thread (Thread.start() releases the GIL) with shutdown(); always
+ *     acquired with the GIL released.
  *
  * cf_pool fields:
  *   mu/cv + queue (head, tail, nqueued), nsleeping, nwake, idle, nthreads,
@@ -57,6 +60,7 @@ typedef struct cf_pool {
     PyObject *prefix;
     PyObject *threads;      /* set of threading.Thread */
     PyObject *broken_msg;   /* str or NULL */
+    PyThread_type_lock start_lock;
     cf_work *running;       /* tasks being run now, for fork */
     struct cf_pool *reg_prev, *reg_next;    /* registry, for fork/exit */
 } cf_pool;
@@ -135,10 +139,17 @@ pool_new(PyObject *module)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->refcnt = 1;
+    p->start_lock = PyThread_allocate_lock();
+    if (p->start_lock == NULL) {
+        PyMem_RawFree(p);
+        PyErr_NoMemory();
+        return NULL;
+    }
     p->module = Py_NewRef(module);
     p->threads = PySet_New(NULL);
     if (p->threads == NULL) {
         Py_DECREF(p->module);
+        PyThread_free_lock(p->start_lock);
         PyMem_RawFree(p);
         return NULL;
     }
@@ -175,6 +186,7 @@ pool_decref(cf_pool *p)
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    PyThread_free_lock(p->start_lock);
     Py_XDECREF(p->initializer);
     Py_XDECREF(p->initargs);
     Py_XDECREF(p->prefix);
@@ -192,6 +204,16 @@ pool_stop(cf_pool *p)
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+}
+
+static void
+start_lock_acquire(cf_pool *p)
+{
+    if (!PyThread_acquire_lock(p->start_lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(p->start_lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
 }
 
 /* ------------------------------------------------------------ logging */
@@ -410,6 +432,11 @@ thread_worker(PyObject *mod, PyObject *capsule)
         }
         run_work(p, st, w);
     }
+    /* Like the stdlib's worker: flag the executor as shut down as early as
+     * possible (after interpreter exit began, submit then says so). */
+    if (p->broken_msg == NULL) {
+        p->shutdown = 1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -431,7 +458,7 @@ start_thread(cf_pool *p, cf_state *st)
     PyObject *t = NULL, *r = NULL;
     int rc = -1;
 
-    name = PyUnicode_FromFormat("%U_%zd", p->prefix, PySet_GET_SIZE(p->threads));
+    name = PyUnicode_FromFormat("%U_%zd", p->prefix, p->nthreads - 1);
     if (name == NULL) {
         goto done;
     }
@@ -457,7 +484,6 @@ start_thread(cf_pool *p, cf_state *st)
     if (PySet_Add(p->threads, t) < 0) {
         goto done;
     }
-    p->nthreads++;
     if (st->tp_all_threads != NULL) {
         PyObject *a = PyObject_CallMethod(st->tp_all_threads, "add", "O", t);
         if (a == NULL) {
@@ -506,10 +532,11 @@ check_usable(cf_pool *p, cf_state *st)
     return 0;
 }
 
-/* Queue fn(*args, **kwargs); returns a new future. */
+/* Queue fn(*args, **kwargs); returns a new future.  may_spawn: the
+ * caller holds start_lock. */
 static PyObject *
-pool_submit(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
-            PyObject *kwargs)
+submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
+            PyObject *kwargs, int may_spawn)
 {
     if (check_usable(p, st) < 0) {
         return NULL;
@@ -546,12 +573,30 @@ pool_submit(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     }
     pthread_mutex_unlock(&p->mu);
 
-    if (spawn && p->nthreads < p->max_workers && start_thread(p, st) < 0) {
-        /* The stdlib propagates the error from Thread.start() too, with
-         * the work item already queued. */
-        Py_DECREF(fut);
-        return NULL;
+    if (spawn && may_spawn && p->nthreads < p->max_workers) {
+        p->nthreads++;
+        if (start_thread(p, st) < 0) {
+            /* The stdlib propagates the error from Thread.start() too,
+             * with the work item already queued. */
+            p->nthreads--;
+            Py_DECREF(fut);
+            return NULL;
+        }
     }
+    return fut;
+}
+
+static PyObject *
+pool_submit(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
+            PyObject *kwargs)
+{
+    if (p->nthreads >= p->max_workers) {
+        /* full pool: no thread will start, no lock needed */
+        return submit_work(p, st, fn, args, kwargs, 0);
+    }
+    start_lock_acquire(p);
+    PyObject *fut = submit_work(p, st, fn, args, kwargs, 1);
+    PyThread_release_lock(p->start_lock);
     return fut;
 }
 
@@ -626,15 +671,17 @@ ThreadPool_shutdown(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     cf_pool *p = ((ThreadPoolObject *)self)->pool;
     cf_state *st = pool_state(p);
+    start_lock_acquire(p);
     p->shutdown = 1;
     cf_work *w = NULL;
     pthread_mutex_lock(&p->mu);
     if (do_cancel) {
         w = queue_take_all_locked(p);
     }
-    p->stopping = 1;
+    __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    PyThread_release_lock(p->start_lock);
     while (w) {
         cf_work *next = w->next;
         if (cf_future_cancel(st, (FutureObject *)w->future) < 0) {
@@ -890,7 +937,12 @@ tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
     for (cf_pool *p = cf_get_state(mod)->tp_pools; p != NULL; p = p->reg_next) {
         pthread_mutex_init(&p->mu, NULL);
         pthread_cond_init(&p->cv, NULL);
-        p->nsleeping = p->nwake = p->idle = 0;
+        /* may have been held by a thread that does not exist here */
+        p->start_lock = PyThread_allocate_lock();
+        if (p->start_lock == NULL) {
+            Py_FatalError("cfutures: cannot allocate a lock after fork");
+        }
+        p->nsleeping = p->nwake = p->idle = p->nspinning = 0;
         p->nthreads = 0;
         if (!p->shutdown) {
             p->stopping = 0;
