@@ -64,7 +64,8 @@ int cf_event_wait_gil(cf_event *ev, cf_time_t deadline);
  * a GIL hand-off hint (set by our own threads around the GIL releases
  * they make) tells a spinner when taking the GIL will not block.  Pure C,
  * process-wide, holds no PyObject; a stale hint only costs a spin. */
-#define CF_SPIN_NS 250000     /* waiting for a result or for work */
+#define CF_SPIN_NS 250000     /* most a waiter spins for a result or work */
+#define CF_SPIN_MIN_NS 1000   /* least: spinning that keeps failing decays */
 #define CF_SPIN_GIL_NS 60000  /* waiting for the GIL hint */
 
 static inline void
@@ -101,6 +102,21 @@ static inline void
 cf_hint_gil_acquired(void)
 {
     __atomic_store_n(&cf_gil_free_hint, 0, __ATOMIC_RELAXED);
+}
+
+/* Adaptive budget, from how long the wait really took: a wait that a
+ * full spin would have covered grows the budget, a longer one halves it;
+ * so waits that are long anyway (slow tasks) stop costing a CPU, and a
+ * budget that decayed recovers as soon as waits get short again. */
+static inline cf_time_t
+cf_spin_adapt(cf_time_t budget, cf_time_t waited)
+{
+    if (waited <= CF_SPIN_NS) {
+        cf_time_t b = budget * 2 > waited * 2 ? budget * 2 : waited * 2;
+        return b > CF_SPIN_NS ? CF_SPIN_NS : b;
+    }
+    budget /= 2;
+    return budget < CF_SPIN_MIN_NS ? CF_SPIN_MIN_NS : budget;
 }
 
 /* Spin (GIL released) until the hint says the GIL is free, or budget. */

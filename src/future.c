@@ -356,6 +356,9 @@ result_waiter_notify(cf_waiter *w, cf_link *link, int event)
     cf_event_post(&((result_waiter *)w)->ev);
 }
 
+/* Per-thread spin budget for result()/exception() waits. */
+static _Thread_local cf_time_t spin_budget = 50000;
+
 /* Block until done or deadline.  0: returned (check state), -1: error. */
 static int
 wait_done(FutureObject *fut, cf_time_t deadline)
@@ -374,9 +377,11 @@ wait_done(FutureObject *fut, cf_time_t deadline)
     /* Spin a little with the GIL released before sleeping: most tasks
      * finish sooner than a futex wake-up takes. */
     int spun = 0;
+    cf_time_t start;
     Py_BEGIN_ALLOW_THREADS
     cf_hint_gil_released();
-    cf_time_t end = cf_monotonic_ns() + CF_SPIN_NS;
+    start = cf_monotonic_ns();
+    cf_time_t end = start + spin_budget;
     if (deadline != CF_FOREVER && deadline < end) {
         end = deadline;
     }
@@ -405,6 +410,9 @@ wait_done(FutureObject *fut, cf_time_t deadline)
         if (r == 0) {
             break;
         }
+    }
+    if (cf_state_is_done(fut->fut_state)) {
+        spin_budget = cf_spin_adapt(spin_budget, cf_monotonic_ns() - start);
     }
     cf_future_unlink(fut, &link);
     cf_event_destroy(&w.ev);

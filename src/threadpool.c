@@ -45,6 +45,7 @@ typedef struct cf_pool {
     int nsleeping;          /* workers in cond_wait */
     int nwake;              /* signals sent, not yet consumed */
     int nspinning;          /* atomic: workers spinning for work */
+    cf_time_t spin_budget;  /* written under mu, read by the spinner */
     int idle;               /* the stdlib's _idle_semaphore */
     int stopping;           /* shutdown / executor gone / exit: drain, exit */
     int broken;             /* initializer failed */
@@ -139,6 +140,7 @@ pool_new(PyObject *module)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->refcnt = 1;
+    p->spin_budget = CF_SPIN_NS;
     p->start_lock = PyThread_allocate_lock();
     if (p->start_lock == NULL) {
         PyMem_RawFree(p);
@@ -354,9 +356,13 @@ wait_for_work(cf_pool *p)
     cf_work *w;
     Py_BEGIN_ALLOW_THREADS
     cf_hint_gil_released();
+    cf_time_t start = cf_monotonic_ns();
     /* One worker at a time spins for new work before sleeping. */
+    int spinner = 0;
     if (__atomic_fetch_add(&p->nspinning, 1, __ATOMIC_ACQ_REL) == 0) {
-        cf_time_t end = cf_monotonic_ns() + CF_SPIN_NS;
+        spinner = 1;
+        cf_time_t end = start + __atomic_load_n(&p->spin_budget,
+                                                __ATOMIC_RELAXED);
         for (int i = 0;; i++) {
             if (__atomic_load_n(&p->head, __ATOMIC_ACQUIRE) != NULL
                 || __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE)) {
@@ -379,6 +385,10 @@ wait_for_work(cf_pool *p)
         }
     }
     w = p->broken ? NULL : queue_pop_locked(p);
+    if (spinner && w != NULL) {
+        p->spin_budget = cf_spin_adapt(p->spin_budget,
+                                       cf_monotonic_ns() - start);
+    }
     pthread_mutex_unlock(&p->mu);
     if (w != NULL) {
         /* the submitter usually releases the GIL soon (result(), wait()) */
@@ -558,10 +568,11 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     int spawn = 0;
     pthread_mutex_lock(&p->mu);
     queue_push_locked(p, w);
-    /* A spinning worker will see the item (it re-checks under mu before
-     * sleeping), so only wake a sleeper when nobody spins. */
-    if (__atomic_load_n(&p->nspinning, __ATOMIC_ACQUIRE) == 0
-        && p->nsleeping > p->nwake) {
+    /* A spinning worker will take an item (it re-checks under mu before
+     * sleeping), so wake a sleeper only for the items spinners cannot
+     * cover: a spinner may also be descheduled on a busy machine. */
+    if (p->nsleeping > p->nwake
+        && p->nqueued > __atomic_load_n(&p->nspinning, __ATOMIC_ACQUIRE)) {
         p->nwake++;
         pthread_cond_signal(&p->cv);
     }
