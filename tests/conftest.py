@@ -272,5 +272,33 @@ def run_bounded(fn, *args, _bound=LONG, **kwargs):
     return box["value"]
 
 
+def module_env(impl):
+    """Environment for a subprocess that must import the same module."""
+    import os
+
+    env = dict(os.environ)
+    if impl.__name__ != "concurrent.futures":
+        root = os.path.dirname(os.path.dirname(os.path.abspath(impl.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_script(impl, code, timeout=60):
+    """Run ``code`` in a fresh interpreter with ``cf`` bound to impl's module.
+    Crashes (signals) and hangs become test failures, not a dead test run."""
+    import subprocess
+    import textwrap
+
+    script = "import %s as cf\n%s" % (impl.__name__, textwrap.dedent(code))
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=timeout, env=module_env(impl))
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("script hung for %ss; stdout so far: %r" % (timeout, e.stdout))
+    assert proc.returncode >= 0, "script killed by signal %d; stderr:\n%s" % (
+        -proc.returncode, proc.stderr[-3000:])
+    return proc
+
+
 def py_version_id():
     return "%d.%d" % sys.version_info[:2]

@@ -357,3 +357,37 @@ def test_buffersize_true_is_one(cf):
     it = ex.map(str, src, buffersize=True)
     assert src.taken == 1
     assert list(it) == ["0", "1", "2"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("buffersize", [None, 2])
+def test_map_with_foreign_futures(cf, buffersize):
+    """submit() may return futures of another implementation (here the
+    stdlib's): map() only uses their public methods."""
+
+    class ForeignExecutor(cf.Executor):
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, fn, /, *args, **kwargs):
+            f = concurrent.futures.Future()
+            self.submitted.append(f)
+            if args and args[0] == "pending":
+                return f
+            try:
+                f.set_result(fn(*args))
+            except Exception as e:  # noqa: BLE001
+                f.set_exception(e)
+            return f
+
+    ex = ForeignExecutor()
+    assert list(ex.map(abs, [-1, -2, -3], buffersize=buffersize)) == [1, 2, 3]
+    it = ex.map(int, ["4", "x", "5"], buffersize=buffersize)
+    assert next(it) == 4
+    with pytest.raises(ValueError):
+        next(it)
+    ex2 = ForeignExecutor()
+    it = ex2.map(str, ["pending", "pending", "pending"], timeout=0.02, buffersize=buffersize)
+    with pytest.raises(cf.TimeoutError):
+        next(it)
+    assert all(f.cancelled() for f in ex2.submitted)

@@ -868,3 +868,241 @@ def test_condition_is_usable(impl):
     f.set_result(1)
     with f._condition:
         assert f._state == "FINISHED"
+
+
+# ---------------------------------------------------------------------------
+# More races and odd inputs
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_add_done_callback_racing_completion(impl):
+    """A callback added while another thread completes the future is called
+    exactly once: by the completer or at once by add_done_callback."""
+    n = 3000
+    fs = [impl.Future() for _ in range(n)]
+    counts = [0] * n
+    lock = threading.Lock()
+    barrier = threading.Barrier(2, timeout=LONG)
+
+    def adder():
+        barrier.wait()
+        for i, f in enumerate(fs):
+            def cb(fut, i=i):
+                with lock:
+                    counts[i] += 1
+            f.add_done_callback(cb)
+
+    def completer():
+        barrier.wait()
+        for i, f in enumerate(fs):
+            f.set_result(i)
+
+    ts = [threading.Thread(target=adder), threading.Thread(target=completer)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(LONG)
+    assert not any(t.is_alive() for t in ts)
+    assert counts == [1] * n
+
+
+def test_many_callbacks_in_order(impl):
+    f = impl.Future()
+    calls = []
+    for i in range(10000):
+        f.add_done_callback(lambda fut, i=i: calls.append(i))
+    f.set_result(None)
+    assert calls == list(range(10000))
+
+
+def test_class_getitem_any_arguments(same):
+    def scenario(m):
+        return [m.Future[int, str].__origin__ is m.Future,
+                m.Future[int, str].__args__, m.Future[()].__args__]
+
+    same(scenario)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0.0, -0.0, False],
+                         ids=["nan", "zero", "negzero", "false"])
+@pytest.mark.parametrize("method", ["result", "exception"])
+def test_odd_zero_like_timeouts(same, impl, value, method):
+    """These never block: the stdlib treats anything not > 0 as a poll."""
+
+    def scenario(m):
+        return outcome(getattr(m.Future(), method), value)[:2]
+
+    assert same(scenario) == ("raise", impl.TimeoutError)
+
+
+@pytest.mark.parametrize("kind", ["fraction", "decimal", "int"])
+def test_numeric_timeout_types(same, impl, kind):
+    """int works; the stdlib rejects Fraction/Decimal timeouts with TypeError
+    (its lock's timeout parser wants a float or an int)."""
+    import decimal
+    import fractions
+
+    def scenario(m):
+        t = {"fraction": fractions.Fraction(1, 100), "decimal": decimal.Decimal("0.01"),
+             "int": 0}[kind]
+        out = [outcome(m.Future().result, t)[:2], outcome(m.Future().exception, t)[:2]]
+        r = outcome(m.wait, [m.Future()], timeout=t)
+        out.append(r[:2] if r[0] == "raise" else len(r[1].not_done))
+        return out
+
+    out = same(scenario, messages=False)
+    if kind == "int":
+        assert out == [("raise", impl.TimeoutError)] * 2 + [1]
+
+
+def test_pickle_raises_typeerror(same):
+    import pickle
+
+    def scenario(m):
+        return [outcome(pickle.dumps, make_future(m, s))[:2] for s in ("pending", "finished")]
+
+    out = same(scenario)
+    assert out[0] == ("raise", TypeError)
+
+
+# ---------------------------------------------------------------------------
+# Hostile re-entrancy: run in a subprocess so that a crash is a clean failure
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_callback_reinitialising_future(impl):
+    """A callback calling fut.__init__() (or otherwise dropping the callback
+    list) while the callbacks are being run: no crash; same outcome as the
+    stdlib."""
+    from conftest import run_script
+
+    code = """
+    calls = []
+    f = cf.Future()
+    def evil(fut):
+        calls.append("evil")
+        fut.__init__()
+        calls.append(fut._state)
+    for i in range(3):
+        f.add_done_callback(lambda fut, i=i: calls.append(i))
+    f.add_done_callback(evil)
+    for i in range(3, 6):
+        f.add_done_callback(lambda fut, i=i: calls.append(i))
+    f.set_result(1)
+    calls.append(f.done())
+    f.set_result(2)
+    calls.append(f.result())
+    print(calls)
+    """
+    ref = run_script(concurrent.futures, code)
+    got = run_script(impl, code)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == ref.stdout
+
+
+@pytest.mark.timeout(90)
+def test_waiter_mutating_waiters_during_notification(impl):
+    """A waiter that removes itself from f._waiters while being notified, and
+    one that raises: no crash, and the future ends up finished."""
+    from conftest import run_script
+
+    code = """
+    class SelfRemoving:
+        def __init__(self, f): self.f = f; self.calls = 0
+        def add_result(self, fut):
+            self.calls += 1
+            self.f._waiters.remove(self)
+        add_exception = add_cancelled = add_result
+
+    class Raising:
+        def add_result(self, fut): raise KeyError("waiter")
+        add_exception = add_cancelled = add_result
+
+    f = cf.Future()
+    ws = [SelfRemoving(f) for _ in range(4)]
+    for w in ws:
+        f._waiters.append(w)
+    f.set_result(1)
+    print("calls", sum(w.calls for w in ws) > 0, f.result())
+
+    g = cf.Future()
+    g._waiters.append(Raising())
+    try:
+        g.set_result(1)
+    except KeyError:
+        pass
+    print("state", g._state, g.done())
+    """
+    proc = run_script(impl, code)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == ["calls True 1", "state FINISHED True"], proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_deep_callback_chain_does_not_crash(impl):
+    """Each callback completes the next future: a deep recursion through
+    set_result.  The stdlib logs a RecursionError at some depth; a C
+    implementation must not overflow the C stack."""
+    from conftest import run_script
+
+    code = """
+    import logging, sys
+    logging.getLogger("concurrent.futures").disabled = True
+    n = 100000
+    fs = [cf.Future() for _ in range(n)]
+    for a, b in zip(fs, fs[1:]):
+        a.add_done_callback(lambda fut, b=b: b.set_result(fut.result() + 1))
+    fs[0].set_result(0)
+    done = sum(f.done() for f in fs)
+    print("OK", done > 0, all(f.result() == i for i, f in enumerate(fs) if f.done()))
+    """
+    proc = run_script(impl, code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OK True True" in proc.stdout.splitlines()
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_next_on_one_as_completed_iterator(impl):
+    """Two threads calling next() on the same as_completed iterator: no
+    crash, no future yielded twice, and once it is exhausted neither thread
+    stays blocked (the stdlib generator raises ValueError 'generator already
+    executing' in one of them, then StopIteration).  The iterator's own
+    timeout (30 s) is far above the 10 s join bound, so a thread left waiting
+    on an exhausted iterator shows up as "alive True"."""
+    from conftest import run_script
+
+    code = """
+    import os, sys, threading, time
+    fs = [cf.Future() for _ in range(300)]
+    it = cf.as_completed(fs, timeout=30)
+    got, errors = [], []
+    lock = threading.Lock()
+    def consume():
+        while True:
+            try:
+                f = next(it)
+            except StopIteration:
+                return
+            except ValueError as e:
+                with lock:
+                    errors.append(type(e))
+                time.sleep(0.0005)
+                continue
+            with lock:
+                got.append(f)
+    ts = [threading.Thread(target=consume, daemon=True) for _ in range(2)]
+    for t in ts: t.start()
+    for f in fs: f.set_result(None)
+    for t in ts: t.join(10)
+    print("alive", any(t.is_alive() for t in ts))
+    print("unique", len(got) == len(set(map(id, got))), len(got))
+    print("errors", set(errors) <= {ValueError})
+    sys.stdout.flush()
+    os._exit(0)
+    """
+    proc = run_script(impl, code, timeout=75)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["alive False", "unique True 300", "errors True"]

@@ -30,7 +30,12 @@ class ThirdPartyFuture(concurrent.futures.Future):
 
 def mixed_futures(impl):
     """Pending futures of several origins."""
-    return [impl.Future(), STD.Future(), ThirdPartyFuture(), impl.Future()]
+
+    class ImplSubclass(impl.Future):
+        def set_result(self, result):
+            super().set_result(result)
+
+    return [impl.Future(), STD.Future(), ThirdPartyFuture(), ImplSubclass()]
 
 
 def complete_all(fs, delay=0.01):
@@ -191,7 +196,7 @@ def test_no_lost_wakeup_across_modules(impl, combo):
     t = threading.Thread(target=completer, daemon=True)
     t.start()
     try:
-        for _ in range(300):
+        for _ in range(1000):
             fs = [make(), make()]
             q.put(fs)
             if waiter_side.endswith("as_completed"):

@@ -14,6 +14,8 @@ import textwrap
 
 import pytest
 
+from conftest import module_env, run_script
+
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, threading, time
@@ -52,6 +54,12 @@ SCRIPT = textwrap.dedent(
     else:
         print("RETURNED WITHOUT INTERRUPT", flush=True)
     killer.join(30)
+    if op.startswith("as_completed"):
+        # The abandoned iterator removed its waiter (the stdlib's generator
+        # runs its finally clause when the exception leaves it).
+        import gc
+        gc.collect()
+        print("WAITERS", len(f._waiters), flush=True)
     # The future is unharmed by the interruption.
     f.set_result(42)
     print("AFTER", f.result(timeout=5), f.done(), flush=True)
@@ -60,15 +68,6 @@ SCRIPT = textwrap.dedent(
 
 OPS = ["result", "result-timeout", "exception", "exception-timeout", "wait",
        "wait-first-completed", "as_completed", "as_completed-timeout"]
-
-
-def module_env(impl):
-    env = dict(os.environ)
-    if impl.__name__ != "concurrent.futures":
-        # Make the subprocess import the very same cfutures as this process.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(impl.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
 
 
 @pytest.mark.timeout(90)
@@ -85,3 +84,61 @@ def test_sigint_interrupts_blocking_call(impl, op):
     assert "INTERRUPTED" in out, (proc.stdout, proc.stderr)
     assert "AFTER 42 True" in out, (proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stderr
+    if op.startswith("as_completed"):
+        assert "WAITERS 0" in out, proc.stdout
+
+
+HANDLER_SCRIPT = """
+import signal, threading
+
+ran = threading.Event()
+handler_ran_while_blocked = []
+
+def handler(signum, frame):
+    ran.set()
+
+signal.signal(signal.SIGUSR1, handler)
+f = cf.Future()
+main = threading.get_ident()
+
+def helper():
+    import time
+    time.sleep(0.3)
+    signal.pthread_kill(main, signal.SIGUSR1)
+    # The handler must run while the main thread is still blocked; only then
+    # is the future completed.  10 s bounds the failing case.
+    handler_ran_while_blocked.append(ran.wait(10))
+    f.set_result(42)
+
+t = threading.Thread(target=helper)
+t.start()
+op = %r
+if op == "result":
+    value = f.result()
+elif op == "result-timeout":
+    value = f.result(timeout=60)
+elif op == "exception":
+    value = f.exception() is None and 42
+elif op == "wait":
+    value = len(cf.wait([f]).done) * 42
+elif op == "wait-first-completed":
+    value = len(cf.wait([f, cf.Future()], timeout=60, return_when=cf.FIRST_COMPLETED).done) * 42
+elif op == "as_completed":
+    value = [g.result() for g in cf.as_completed([f])][0]
+t.join(30)
+print("VALUE", value, "HANDLER", handler_ran_while_blocked)
+"""
+
+HANDLER_OPS = ["result", "result-timeout", "exception", "wait", "wait-first-completed",
+               "as_completed"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("op", HANDLER_OPS)
+def test_signal_handler_runs_while_blocked(impl, op):
+    """A Python signal handler that does not raise runs while the main thread
+    is blocked (the wait is retried afterwards): the blocking call returns
+    the value once the future completes."""
+    proc = run_script(impl, HANDLER_SCRIPT % op)
+    assert proc.returncode == 0, proc.stderr
+    assert "VALUE 42 HANDLER [True]" in proc.stdout.splitlines(), (proc.stdout, proc.stderr)

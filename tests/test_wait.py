@@ -362,3 +362,38 @@ def test_wait_is_bounded_even_with_many_futures(impl, threads):
     r = run_bounded(impl.wait, fs, timeout=LONG)
     assert len(r.done) == 200 and not r.not_done
     assert sorted(f.result() for f in r.done) == list(range(200))
+
+
+@pytest.mark.timeout(60)
+def test_several_waiters_on_the_same_futures(impl):
+    """wait() and as_completed() in several threads over the same futures,
+    all woken by the same completions; every waiter is removed afterwards."""
+    import threading
+
+    fs = [impl.Future() for _ in range(50)]
+    results = {}
+    ready = threading.Barrier(5, timeout=LONG)
+
+    def waiter(name, return_when):
+        ready.wait()
+        r = impl.wait(fs, timeout=LONG, return_when=return_when)
+        results[name] = (len(r.done), len(r.not_done))
+
+    def iterator(name):
+        ready.wait()
+        results[name] = len(list(impl.as_completed(fs, timeout=LONG)))
+
+    ts = [threading.Thread(target=waiter, args=("all", impl.ALL_COMPLETED)),
+          threading.Thread(target=waiter, args=("exc", impl.FIRST_EXCEPTION)),
+          threading.Thread(target=iterator, args=("iter1",)),
+          threading.Thread(target=iterator, args=("iter2",))]
+    for t in ts:
+        t.start()
+    ready.wait()
+    for i, f in enumerate(fs):
+        f.set_result(i)
+    for t in ts:
+        t.join(LONG)
+    assert not any(t.is_alive() for t in ts)
+    assert results == {"all": (50, 0), "exc": (50, 0), "iter1": 50, "iter2": 50}
+    assert all(list(f._waiters) == [] for f in fs)
