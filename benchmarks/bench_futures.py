@@ -112,13 +112,12 @@ def fmt_time(seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per case (default 5)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds per case (default 5, or 3 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller workloads and 3 rounds (smoke run)")
     args = parser.parse_args(argv)
-    rounds = args.rounds
-    if args.quick and rounds == 5:
-        rounds = 3
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 5)
     if rounds < 1:
         parser.error("--rounds must be >= 1")
 

@@ -295,8 +295,9 @@ def test_first_completed_from_thread(impl, threads, how):
 @pytest.mark.timeout(60)
 def test_cancel_without_notify_does_not_wake_wait(impl, threads):
     f = impl.Future()
-    threads(f.cancel, delay=SHORT_DELAY)
+    t = threads(f.cancel, delay=SHORT_DELAY)
     r = impl.wait([f], timeout=0.3, return_when=impl.FIRST_COMPLETED)
+    t.join(LONG)
     assert f.cancelled()
     assert r.done == set() and r.not_done == {f}
 
