@@ -20,6 +20,7 @@ typedef struct {
     cf_time_t deadline;
     int started;
     int exhausted;
+    int running;                /* a thread is inside next() */
 } MapIteratorObject;
 
 static int
@@ -174,8 +175,25 @@ result_or_cancel(cf_state *st, MapIteratorObject *it, PyObject *f)
     return res;
 }
 
+static PyObject *MapIterator_next_impl(PyObject *self);
+
+/* One thread at a time, like the stdlib's generator. */
 static PyObject *
 MapIterator_next(PyObject *self)
+{
+    MapIteratorObject *it = (MapIteratorObject *)self;
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->running = 1;
+    PyObject *r = MapIterator_next_impl(self);
+    it->running = 0;
+    return r;
+}
+
+static PyObject *
+MapIterator_next_impl(PyObject *self)
 {
     MapIteratorObject *it = (MapIteratorObject *)self;
     if (it->exhausted) {
@@ -235,6 +253,10 @@ static PyObject *
 MapIterator_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     MapIteratorObject *it = (MapIteratorObject *)self;
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
     cf_state *st = cf_state_from_type(Py_TYPE(self));
     if (st == NULL) {
         return NULL;
@@ -412,6 +434,7 @@ cf_map(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     it->deadline = deadline;
     it->started = 0;
     it->exhausted = 0;
+    it->running = 0;
     PyObject_GC_Track(it);
 
     for (Py_ssize_t i = 0; buffersize == 0 || i < buffersize; i++) {

@@ -79,7 +79,18 @@ cf_timeout_to_deadline(PyObject *timeout, cf_time_t *deadline)
             *deadline = cf_monotonic_ns();
             return 0;
         }
-        secs = PyFloat_AsDouble(timeout);
+        /* Then convert as Lock.acquire() does: a float, or an integer
+         * (__index__); Fraction and Decimal are refused there too. */
+        if (PyFloat_Check(timeout)) {
+            secs = PyFloat_AsDouble(timeout);
+        }
+        else {
+            long long v = PyLong_AsLongLong(timeout);
+            if (v == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            secs = (double)v;
+        }
         if (secs == -1.0 && PyErr_Occurred()) {
             return -1;
         }

@@ -746,6 +746,7 @@ typedef struct {
     Py_ssize_t npending;        /* pending at start, not yet yielded */
     int started;
     int exhausted;
+    int running;                /* a thread is inside next() */
 } AsCompletedObject;
 
 static int
@@ -881,8 +882,26 @@ ac_fail(cf_state *st, AsCompletedObject *it)
     return NULL;
 }
 
+static PyObject *AsCompleted_next_impl(PyObject *self);
+
+/* Like the stdlib's generator: a second thread entering next() while the
+ * first waits inside it gets ValueError, not a sleep nobody will end. */
 static PyObject *
 AsCompleted_next(PyObject *self)
+{
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->running = 1;
+    PyObject *r = AsCompleted_next_impl(self);
+    it->running = 0;
+    return r;
+}
+
+static PyObject *
+AsCompleted_next_impl(PyObject *self)
 {
     AsCompletedObject *it = (AsCompletedObject *)self;
     if (it->exhausted) {
@@ -942,6 +961,10 @@ PyDoc_STRVAR(ac_close_doc,
 static PyObject *
 AsCompleted_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (((AsCompletedObject *)self)->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
     cf_state *st = cf_state_from_type(Py_TYPE(self));
     if (st == NULL || ac_stop(st, (AsCompletedObject *)self) < 0) {
         return NULL;
@@ -1051,7 +1074,7 @@ cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
     it->waiter = NULL;
     it->deadline = CF_FOREVER;
     it->total = it->npending = 0;
-    it->started = it->exhausted = 0;
+    it->started = it->exhausted = it->running = 0;
     PyObject_GC_Track(it);
     return (PyObject *)it;
 }
