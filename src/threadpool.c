@@ -98,7 +98,7 @@ queue_pop_locked(cf_pool *p)
 {
     cf_work *w = p->head;
     if (w != NULL) {
-        p->head = w->next;
+        __atomic_store_n(&p->head, w->next, __ATOMIC_RELAXED);  /* spinners */
         if (p->head == NULL) {
             p->tail = NULL;
         }
@@ -112,7 +112,8 @@ static cf_work *
 queue_take_all_locked(cf_pool *p)
 {
     cf_work *w = p->head;
-    p->head = p->tail = NULL;
+    __atomic_store_n(&p->head, NULL, __ATOMIC_RELAXED);
+    p->tail = NULL;
     p->nqueued = 0;
     return w;
 }
