@@ -180,6 +180,9 @@ typedef struct {
     PyTypeObject *AsCompleted_type;
     PyTypeObject *MapIterator_type;
     PyTypeObject *ThreadPool_type;
+    PyTypeObject *ProcessPool_type;     /* processpool.c */
+    PyTypeObject *ProcessCore_type;
+    PyTypeObject *FrameWriter_type;
 
     PyTypeObject *future_class;         /* cfutures.Future, set by package */
 
@@ -222,6 +225,11 @@ typedef struct {
     PyObject *tp_Thread;                /* threading.Thread */
     PyObject *tp_all_threads;           /* WeakSet of every worker */
     PyObject *tp_worker_fn;             /* _thread_worker */
+
+    /* processpool.c: helpers handed over by cfutures.process (tuple),
+     * and the interpreter-exit flag its atexit hook sets. */
+    PyObject *proc_helpers;
+    int proc_global_shutdown;
 } cf_state;
 
 extern PyModuleDef cf_module_def;
@@ -296,6 +304,9 @@ int cf_executor_module_init(PyObject *mod, cf_state *st);
 
 /* threadpool.c */
 int cf_threadpool_module_init(PyObject *mod, cf_state *st);
+
+/* processpool.c */
+int cf_processpool_module_init(PyObject *mod, cf_state *st);
 
 /* Traverse/clear helpers for module state. */
 int cf_state_traverse(cf_state *st, visitproc visit, void *arg);

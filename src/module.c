@@ -11,6 +11,10 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->AsCompleted_type);
     Py_VISIT(st->MapIterator_type);
     Py_VISIT(st->ThreadPool_type);
+    Py_VISIT(st->ProcessPool_type);
+    Py_VISIT(st->ProcessCore_type);
+    Py_VISIT(st->FrameWriter_type);
+    Py_VISIT(st->proc_helpers);
     Py_VISIT(st->future_class);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->TimeoutError);
@@ -38,6 +42,10 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->AsCompleted_type);
     Py_CLEAR(st->MapIterator_type);
     Py_CLEAR(st->ThreadPool_type);
+    Py_CLEAR(st->ProcessPool_type);
+    Py_CLEAR(st->ProcessCore_type);
+    Py_CLEAR(st->FrameWriter_type);
+    Py_CLEAR(st->proc_helpers);
     Py_CLEAR(st->future_class);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->TimeoutError);
@@ -201,7 +209,8 @@ module_exec(PyObject *mod)
     if (cf_future_module_init(mod, st) < 0
         || cf_waiters_module_init(mod, st) < 0
         || cf_executor_module_init(mod, st) < 0
-        || cf_threadpool_module_init(mod, st) < 0) {
+        || cf_threadpool_module_init(mod, st) < 0
+        || cf_processpool_module_init(mod, st) < 0) {
         goto done;
     }
     rc = 0;
