@@ -231,11 +231,7 @@ ProcShared_New(void)
     if (sh == NULL) {
         return NULL;
     }
-    sh->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (sh->wake_fd < 0) {
-        free(sh);
-        return NULL;
-    }
+    sh->wake_fd = -1;       /* made by the first submit() */
     pthread_mutex_init(&sh->mutex, NULL);
     sh->depth = DEPTH_MIN;
     sh->kill_deadline = CF_FOREVER;
@@ -1501,8 +1497,16 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             break;
         }
     }
+    pthread_mutex_lock(&sh->mutex);
+    close(sh->wake_fd);
+    sh->wake_fd = -1;
+    pthread_mutex_unlock(&sh->mutex);
     PyEval_RestoreThread(ts);
     free(pfds);
+    /* Done: shutdown(wait=True) has nothing left to join, and the
+     * registry of running dispatchers (thread -> core) must not be kept
+     * alive through us. */
+    Py_CLEAR(core->thread);
     Py_DECREF(self);
     Py_RETURN_NONE;
 }
@@ -1643,6 +1647,16 @@ static int
 core_ensure_started(ProcessCoreObject *core)
 {
     if (core->thread == NULL) {
+        if (core->sh->wake_fd < 0) {
+            int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (fd < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+            pthread_mutex_lock(&core->sh->mutex);
+            core->sh->wake_fd = fd;
+            pthread_mutex_unlock(&core->sh->mutex);
+        }
         if (core->is_fork) {
             while (core->nprocs_active < core->max_workers) {
                 if (core_launch_worker(core) < 0) {
