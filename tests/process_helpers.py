@@ -1,0 +1,130 @@
+"""Task functions for tests/test_process.py.
+
+They live in an importable module (not in the test file) so that spawn and
+forkserver workers can unpickle them.
+"""
+import os
+import signal
+import sys
+import threading
+import time
+
+_init_value = None
+
+
+def sq(x):
+    return x * x
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def identity(x):
+    return x
+
+
+def getpid(_=None):
+    return os.getpid()
+
+
+def slow(t, value=None):
+    time.sleep(t)
+    return value if value is not None else t
+
+
+def raise_value_error(msg):
+    raise ValueError(msg)
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def set_init_value(v):
+    global _init_value
+    _init_value = v
+
+
+def get_init_value(_=None):
+    return _init_value
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed on purpose")
+
+
+def exit_now(code=3):
+    os._exit(code)
+
+
+def sigkill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def segfault():
+    import ctypes
+    ctypes.string_at(0)
+
+
+def kill_self_soon_then_return_big(delay, size):
+    """Die (SIGKILL) while the worker pickles/writes a big result."""
+    pid = os.getpid()
+    threading.Timer(delay, os.kill, (pid, signal.SIGKILL)).start()
+    return b"x" * size
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("Unpicklable cannot be pickled")
+
+
+def return_unpicklable():
+    return Unpicklable()
+
+
+class ErrorWithoutArgsRebuild(Exception):
+    """Pickles, but cannot be unpickled (its __init__ needs two args)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unrebuildable():
+    raise ErrorWithoutArgsRebuild(1, 2)
+
+
+def echo_bytes(b):
+    return bytes(b)
+
+
+def append_line(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
+
+
+def child_pids():
+    """PIDs of this process's live (non-zombie) children."""
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        if int(rest[1]) == me:
+            out.append((int(d), rest[0]))
+    return out
+
+
+def fd_count():
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+if __name__ == "__main__":
+    sys.exit("helper module, not a script")
