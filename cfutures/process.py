@@ -287,8 +287,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
                     proc.terminate()
                 elif operation == _KILL:
                     proc.kill()
-            except ProcessLookupError:
-                # The process just ended before our signal
+            except (ProcessLookupError, ValueError):
+                # The process just ended (and was reaped and closed by the
+                # dispatcher) before our signal
                 continue
 
     def terminate_workers(self):

@@ -15,10 +15,10 @@
  *                                 frames; then takes the GIL once per batch
  *                                 to complete futures, promote backlog
  *                                 tasks and handle worker exits.
- *   worker process (C loop)       reads frames, unpickles, calls, pickles
- *                                 the result into its output buffer and
- *                                 flushes when input runs dry, the buffer
- *                                 grows large or results get old.
+ *   worker process (C loop)       reads frames in large chunks, unpickles,
+ *                                 calls, pickles the result and writes it
+ *                                 at once (never held back behind the next
+ *                                 task, which may run for a long time).
  *
  * In-flight depth
  * ---------------
@@ -84,8 +84,6 @@ enum {
 #define DEPTH_MAX 64
 #define DEPTH_TARGET_US 1000.0
 #define READ_CHUNK (256 * 1024)
-#define WORKER_FLUSH_BYTES (256 * 1024)
-#define WORKER_FLUSH_NS (200 * 1000)
 #define TERM_GRACE_NS ((cf_time_t)1000 * 1000 * 1000)
 
 static const char BROKEN_POOL_MSG[] =
@@ -1511,6 +1509,49 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(core_debug_doc,
+"_debug($self, /)\n--\n\nSnapshot of the dispatcher's view (for tests).");
+
+static PyObject *
+ProcessCore_debug(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ProcessCoreObject *core = (ProcessCoreObject *)self;
+    ProcShared *sh = core->sh;
+    PyObject *ws = PyList_New(0);
+    if (ws == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&sh->mutex);
+    int nw = sh->nw, depth = sh->depth, sleeping = sh->sleeping;
+    size_t sendq = sh->sendq.count;
+    int launching = sh->launching != NULL;
+    for (int i = 0; i < nw; i++) {
+        ProcWorker *w = sh->w[i];
+        PyObject *d = Py_BuildValue(
+            "{si,si,si,si,si,si,si,sI,sK,sn,sn}", "pid", (int)w->pid,
+            "ready", w->ready, "eof", w->eof, "exited", w->exited,
+            "failed", w->failed, "stop_sent", w->stop_sent,
+            "exit_announced", w->exit_announced, "inflight", w->inflight,
+            "assigned", (unsigned long long)w->assigned,
+            "out", (Py_ssize_t)w->out.count,
+            "unread", (Py_ssize_t)ProcBuf_Unread(&w->in));
+        if (d == NULL || PyList_Append(ws, d) < 0) {
+            Py_XDECREF(d);
+            pthread_mutex_unlock(&sh->mutex);
+            Py_DECREF(ws);
+            return NULL;
+        }
+        Py_DECREF(d);
+    }
+    pthread_mutex_unlock(&sh->mutex);
+    return Py_BuildValue("{sNsisisnsisnsnsi}", "workers", ws, "depth", depth,
+                         "sleeping", sleeping, "sendq", (Py_ssize_t)sendq,
+                         "launching", launching,
+                         "backlog", (Py_ssize_t)core->backlog.count,
+                         "running", core->running,
+                         "nprocs_active", core->nprocs_active);
+}
+
 PyDoc_STRVAR(core_exit_doc,
 "_exit_wakeup($self, /)\n--\n\n"
 "Interpreter exit: finish queued work, then stop the workers.");
@@ -1525,6 +1566,7 @@ ProcessCore_exit_wakeup(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef ProcessCore_methods[] = {
     {"_run", ProcessCore_run, METH_NOARGS, core_run_doc},
     {"_exit_wakeup", ProcessCore_exit_wakeup, METH_NOARGS, core_exit_doc},
+    {"_debug", ProcessCore_debug, METH_NOARGS, core_debug_doc},
     {NULL, NULL}
 };
 
@@ -2205,7 +2247,6 @@ process_worker_loop(PyObject *mod, PyObject *args)
     ProcBuf_Init(&out);
     PyObject *ret = NULL;
     unsigned long long ntasks = 0;
-    cf_time_t first_unflushed = 0;
 
     ProcFrameHeader ready = {.len = 0, .id = 0, .kind = CF_FRAME_READY};
     if (ProcBuf_Append(&out, &ready, CF_FRAME_HDR) < 0) {
@@ -2272,23 +2313,20 @@ process_worker_loop(PyObject *mod, PyObject *args)
         }
         ntasks++;
         int last = max_tasks && ntasks >= max_tasks;
-        if (ProcBuf_Unread(&out) == 0) {
-            first_unflushed = cf_monotonic_ns();
-        }
         worker_run_task(st, &pp, &h, payload, &out,
                         last ? CF_FRAME_F_EXIT : 0);
         if (last) {
             break;
         }
-        if (ProcBuf_Unread(&out) >= WORKER_FLUSH_BYTES
-            || cf_monotonic_ns() - first_unflushed >= WORKER_FLUSH_NS) {
-            fr = worker_flush(&out, result_fd);
-            if (fr != 0) {
-                if (fr > 0) {
-                    break;
-                }
-                goto done;
+        /* Send each result at once: holding it back to coalesce writes
+         * would make it wait for the next task, however long that runs.
+         * The parent still reads results in batches. */
+        fr = worker_flush(&out, result_fd);
+        if (fr != 0) {
+            if (fr > 0) {
+                break;
             }
+            goto done;
         }
     }
     fr = worker_flush(&out, result_fd);

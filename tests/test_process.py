@@ -167,6 +167,19 @@ def test_map_timeout(impl):
 
 
 @pytest.mark.timeout(60)
+def test_result_not_held_behind_next_task(impl):
+    # One worker, a quick task then a long one (both may sit in its pipe):
+    # the quick result must arrive while the long one runs.
+    with pool(impl, n=1) as ex:
+        ex.submit(h.sq, 1).result(timeout=LONG)
+        quick = ex.submit(h.slow, 0.0, "quick")
+        long_ = ex.submit(h.slow, 3.0)
+        assert quick.result(timeout=2.0) == "quick"
+        assert not long_.done()
+        long_.cancel()
+
+
+@pytest.mark.timeout(60)
 def test_map_error_propagates(impl):
     with pool(impl) as ex:
         it = ex.map(h.raise_value_error, ["a"], chunksize=2)
