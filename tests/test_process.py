@@ -160,7 +160,7 @@ def test_map_in_order(impl, chunksize):
 @pytest.mark.timeout(60)
 def test_map_timeout(impl):
     with pool(impl) as ex:
-        it = ex.map(h.slow, [0.0, 5.0], timeout=0.5)
+        it = ex.map(h.slow, [0.0, 1.5], timeout=0.5)
         assert next(it) == 0.0
         with pytest.raises(concurrent.futures.TimeoutError):
             next(it)
@@ -173,8 +173,8 @@ def test_result_not_held_behind_next_task(impl):
     with pool(impl, n=1) as ex:
         ex.submit(h.sq, 1).result(timeout=LONG)
         quick = ex.submit(h.slow, 0.0, "quick")
-        long_ = ex.submit(h.slow, 3.0)
-        assert quick.result(timeout=2.0) == "quick"
+        long_ = ex.submit(h.slow, 1.5)
+        assert quick.result(timeout=1.0) == "quick"
         assert not long_.done()
         long_.cancel()
 
