@@ -58,6 +58,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -356,11 +357,20 @@ adopt_launched(ProcShared *sh)
 static void
 assign_tasks(ProcShared *sh)
 {
+    /* Booting workers get work only while none is ready (start-up: the
+     * first tasks wait in their pipe instead of for a READY round trip);
+     * later a slow-starting replacement must not hold work an idle ready
+     * worker could run. */
+    int any_ready = 0;
+    for (int i = 0; i < sh->nw; i++) {
+        any_ready |= sh->w[i]->ready;
+    }
     while (sh->sendq.head != NULL) {
         ProcWorker *best = NULL;
         for (int i = 0; i < sh->nw; i++) {
             ProcWorker *w = sh->w[i];
-            if (!w->ready || w->stop_sent || w->failed || w->eof || w->exited
+            if ((any_ready && !w->ready) || w->stop_sent || w->failed
+                || w->eof || w->exited
                 || w->inflight >= (uint32_t)sh->depth
                 || (w->budget && w->assigned >= w->budget)) {
                 continue;
@@ -1357,11 +1367,12 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (sh == NULL || sh->inherited) {
         Py_RETURN_NONE;
     }
-    /* Signals belong to the main thread: never interrupt poll() here, and
-     * never let a process-directed SIGINT land on this thread. */
+    /* Signals belong to the main thread: ppoll() blocks them all while
+     * this thread sleeps (no EINTR, a process-directed SIGINT goes to a
+     * thread that handles it).  The mask is not kept outside the wait:
+     * workers launched from here would inherit it. */
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
 
     Py_INCREF(self);
     struct pollfd *pfds = NULL;
@@ -1438,7 +1449,13 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             pthread_mutex_unlock(&sh->mutex);
         }
         again = 0;
-        int n = poll(pfds, np, timeout);
+        struct timespec tsp, *tp = NULL;
+        if (timeout >= 0) {
+            tsp.tv_sec = timeout / 1000;
+            tsp.tv_nsec = (long)(timeout % 1000) * 1000000;
+            tp = &tsp;
+        }
+        int n = ppoll(pfds, np, tp, &all);
         if (slept) {
             pthread_mutex_lock(&sh->mutex);
             sh->sleeping = 0;
@@ -1446,7 +1463,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             pthread_mutex_unlock(&sh->mutex);
         }
         if (n < 0) {
-            continue;           /* EINTR cannot happen (signals blocked) */
+            continue;           /* EINTR cannot happen (signals masked) */
         }
         if (pfds[0].revents) {
             uint64_t v;
@@ -1628,7 +1645,7 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     if (max_workers == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (max_workers < 1 || max_workers > 4096) {
+    if (max_workers < 1 || max_workers > INT_MAX / DEPTH_MAX) {
         PyErr_SetString(PyExc_ValueError, "max_workers out of range");
         return NULL;
     }
