@@ -212,8 +212,14 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
+        if start_method != "fork":
+            fork_mode = 0
+        elif sys.version_info >= (3, 11):
+            fork_mode = 1       # all workers before the dispatcher starts
+        else:
+            fork_mode = 2       # 3.10's stdlib: one more per submit
         self._start(max_workers, mp_context, initializer, initargs,
-                    max_tasks_per_child, start_method == "fork",
+                    max_tasks_per_child, fork_mode,
                     _launch_worker, _start_thread)
 
     # submit() and shutdown() are the native ones (_cfutures.ProcessPool).

@@ -761,7 +761,8 @@ typedef struct {
     uint64_t next_id;
     Py_ssize_t running;         /* RUNNING futures in the pipeline */
     int max_workers;
-    int is_fork;
+    int is_fork;                /* fork context: never launch from the dispatcher */
+    int fork_lazy;              /* 3.10's policy: fork on demand in submit() */
     int nprocs_active;          /* launched, not retiring, not reaped */
     int depth;                  /* GIL-side copy of sh->depth */
     double ewma_us;
@@ -1619,7 +1620,7 @@ get_core(PyObject *self)
 
 PyDoc_STRVAR(pool_start_doc,
 "_start($self, max_workers, mp_context, initializer, initargs,\n"
-"       max_tasks_per_child, is_fork, launch, start_thread, /)\n--\n\n"
+"       max_tasks_per_child, fork_mode, launch, start_thread, /)\n--\n\n"
 "Set up the native pool (arguments already checked by __init__).");
 
 static PyObject *
@@ -1649,8 +1650,10 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         PyErr_SetString(PyExc_ValueError, "max_workers out of range");
         return NULL;
     }
-    int is_fork = PyObject_IsTrue(args[5]);
-    if (is_fork < 0) {
+    /* 0: spawn/forkserver, 1: fork, all workers before the dispatcher
+     * starts (3.11+), 2: fork on demand from submit() (3.10's stdlib). */
+    long fork_mode = PyLong_AsLong(args[5]);
+    if (fork_mode == -1 && PyErr_Occurred()) {
         return NULL;
     }
     PyObject *mod = PyType_GetModule(cls);
@@ -1669,7 +1672,8 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     core->launch = Py_NewRef(args[6]);
     core->start_thread = Py_NewRef(args[7]);
     core->max_workers = (int)max_workers;
-    core->is_fork = is_fork;
+    core->is_fork = fork_mode != 0;
+    core->fork_lazy = fork_mode == 2;
     core->depth = DEPTH_MIN;
     core->pickler.n_copyreg = core->pickler.n_extra = -1;
     core->processes = PyDict_New();
@@ -1699,9 +1703,11 @@ raise_broken(cf_state *st, ProcessCoreObject *core)
     return NULL;
 }
 
-/* Start workers and the dispatcher as the stdlib does: with fork, every
- * worker before the thread exists; otherwise one more per submit while
- * none is idle. */
+/* Start workers and the dispatcher as the running stdlib does: with fork
+ * (3.11+), every worker before the thread exists; otherwise (spawn,
+ * forkserver, fork on 3.10) one more per submit while none is idle.
+ * Forking while the dispatcher runs is safe for our state: the fork hooks
+ * hold every pool mutex across fork(), and the dispatcher never forks. */
 static int
 core_ensure_started(ProcessCoreObject *core)
 {
@@ -1716,7 +1722,7 @@ core_ensure_started(ProcessCoreObject *core)
             core->sh->wake_fd = fd;
             pthread_mutex_unlock(&core->sh->mutex);
         }
-        if (core->is_fork) {
+        if (core->is_fork && !core->fork_lazy) {
             while (core->nprocs_active < core->max_workers) {
                 if (core_launch_worker(core) < 0) {
                     return -1;
@@ -1733,7 +1739,8 @@ core_ensure_started(ProcessCoreObject *core)
         core->thread = t;
         return 0;
     }
-    if (!core->is_fork && core->nprocs_active < core->max_workers
+    if ((!core->is_fork || core->fork_lazy)
+        && core->nprocs_active < core->max_workers
         && core->nprocs_active < core->running
                                  + (Py_ssize_t)core->backlog.count) {
         return core_launch_worker(core);
