@@ -183,6 +183,7 @@ typedef struct {
     PyTypeObject *ProcessPool_type;     /* processpool.c */
     PyTypeObject *ProcessCore_type;
     PyTypeObject *FrameWriter_type;
+    PyTypeObject *ChainLists_type;
 
     PyTypeObject *future_class;         /* cfutures.Future, set by package */
 

@@ -14,6 +14,7 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->ProcessPool_type);
     Py_VISIT(st->ProcessCore_type);
     Py_VISIT(st->FrameWriter_type);
+    Py_VISIT(st->ChainLists_type);
     Py_VISIT(st->proc_helpers);
     Py_VISIT(st->future_class);
     Py_VISIT(st->CancelledError);
@@ -45,6 +46,7 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->ProcessPool_type);
     Py_CLEAR(st->ProcessCore_type);
     Py_CLEAR(st->FrameWriter_type);
+    Py_CLEAR(st->ChainLists_type);
     Py_CLEAR(st->proc_helpers);
     Py_CLEAR(st->future_class);
     Py_CLEAR(st->CancelledError);

@@ -158,6 +158,18 @@ def test_map_in_order(impl, chunksize):
 
 
 @pytest.mark.timeout(60)
+def test_chunked_map_close_and_references(impl):
+    with pool(impl) as ex:
+        it = ex.map(h.sq, range(100), chunksize=10)
+        assert next(it) == 0
+        it.close()
+        with pytest.raises(StopIteration):
+            next(it)
+        objs = list(ex.map(h.identity, [[i] for i in range(30)], chunksize=7))
+        assert objs == [[i] for i in range(30)]
+
+
+@pytest.mark.timeout(60)
 def test_map_timeout(impl):
     with pool(impl) as ex:
         it = ex.map(h.slow, [0.0, 1.5], timeout=0.5)
