@@ -138,6 +138,10 @@ typedef struct ProcShared {
     int kick;               /* a GIL holder wants a GIL phase */
     int depth;              /* per-worker in-flight target */
     ProcMsgQueue sendq;     /* RUNNING tasks not yet given to a worker */
+    /* Tasks in sendq or at a worker and not yet answered.  Freed by the
+     * dispatcher as soon as it parses a result (no GIL needed), so that
+     * submit() can keep workers fed while it holds the GIL in a burst. */
+    Py_ssize_t inflight_total;
     ProcWorker *launching;  /* launched by GIL holders, to adopt */
     /* dispatcher-owned */
     ProcWorker **w;
@@ -438,7 +442,7 @@ read_worker(ProcWorker *w)
 
 /* Dispatcher: split complete frames; results go to the batch. */
 static int
-parse_worker(ProcShared *sh, ProcWorker *w)
+parse_worker(ProcShared *sh, ProcWorker *w, Py_ssize_t *answered)
 {
     int progress = 0;
     for (;;) {
@@ -473,6 +477,7 @@ parse_worker(ProcShared *sh, ProcWorker *w)
         if (w->inflight > 0) {
             w->inflight--;
         }
+        (*answered)++;
         FrameRef f = {.w = w, .id = h.id, .kind = kind, .aux = h.aux,
                       .p = payload, .n = (size_t)h.len};
         if (batch_push(sh, &f) < 0) {
@@ -1079,10 +1084,31 @@ static int
 core_promote(ProcessCoreObject *core, int wake)
 {
     cf_state *st = core_state(core);
+    ProcShared *sh = core->sh;
+    if (core->backlog.head == NULL) {
+        return 0;
+    }
+    /* Reserve room for as many as fit, in one lock. */
+    pthread_mutex_lock(&sh->mutex);
+    Py_ssize_t room = core_capacity(core) - sh->inflight_total;
+    if (room > (Py_ssize_t)core->backlog.count) {
+        room = (Py_ssize_t)core->backlog.count;
+    }
+    if (room > 0) {
+        sh->inflight_total += room;
+    }
+    pthread_mutex_unlock(&sh->mutex);
+    if (room <= 0) {
+        return 0;
+    }
     ProcMsgQueue ready = {0};
-    ProcMsg *m;
-    while (core->running < core_capacity(core)
-           && (m = ProcMsgQueue_Pop(&core->backlog)) != NULL) {
+    Py_ssize_t unused = 0;
+    for (Py_ssize_t i = 0; i < room; i++) {
+        ProcMsg *m = ProcMsgQueue_Pop(&core->backlog);
+        if (m == NULL) {        /* a callback emptied it meanwhile */
+            unused += room - i;
+            break;
+        }
         PyObject *key = PyLong_FromUnsignedLongLong(m->id);
         PyObject *fut = key ? PyDict_GetItemWithError(core->work_items, key)
                             : NULL;
@@ -1103,19 +1129,23 @@ core_promote(ProcessCoreObject *core, int wake)
                 PyErr_Clear();
             }
             ProcMsg_Free(m);
+            unused++;
         }
         Py_XDECREF(fut);
         Py_XDECREF(key);
     }
-    if (ready.head == NULL) {
-        return 0;
+    pthread_mutex_lock(&sh->mutex);
+    sh->inflight_total -= unused;
+    if (core->broken != NULL) {
+        /* broke while callbacks ran: nothing may be sent any more */
+        ProcMsgQueue_Clear(&ready);
+        sh->inflight_total = 0;
     }
-    pthread_mutex_lock(&core->sh->mutex);
-    ProcMsgQueue_Splice(&core->sh->sendq, &ready);
-    int w = wake ? wake_locked(core->sh) : 0;
-    pthread_mutex_unlock(&core->sh->mutex);
+    ProcMsgQueue_Splice(&sh->sendq, &ready);
+    int w = wake ? wake_locked(sh) : 0;
+    pthread_mutex_unlock(&sh->mutex);
     if (w) {
-        wake_write(core->sh);
+        wake_write(sh);
     }
     return 1;
 }
@@ -1165,6 +1195,7 @@ core_break(ProcessCoreObject *core, PyObject *cause)
     ProcShared *sh = core->sh;
     pthread_mutex_lock(&sh->mutex);
     ProcMsgQueue_Clear(&sh->sendq);
+    sh->inflight_total = 0;
     pthread_mutex_unlock(&sh->mutex);
     for (int i = 0; i < sh->nw; i++) {
         ProcMsgQueue_Clear(&sh->w[i]->out);
@@ -1379,6 +1410,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     struct pollfd *pfds = NULL;
     size_t pcap = 0;
     int again = 1;          /* first round: GIL phase to settle state */
+    Py_ssize_t answered = 0;
     int gil_needed = 1;
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
@@ -1486,12 +1518,19 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             if (pr[1].revents & (POLLERR | POLLHUP)) {
                 w->failed = 1;
             }
-            if (parse_worker(sh, w)) {
+            if (parse_worker(sh, w, &answered)) {
                 again = 1;
             }
             if ((w->eof | (w->failed << 1) | (w->exited << 2)) != before) {
                 gil_needed = 1;         /* a worker's end: decide with GIL */
             }
+        }
+        if (answered > 0) {
+            pthread_mutex_lock(&sh->mutex);
+            sh->inflight_total -= answered < sh->inflight_total
+                                  ? answered : sh->inflight_total;
+            pthread_mutex_unlock(&sh->mutex);
+            answered = 0;
         }
         if (sh->nbatch > 0) {
             gil_needed = 1;
@@ -1867,23 +1906,40 @@ ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     if (key == NULL || PyDict_SetItem(core->work_items, key, fut) < 0) {
         goto fail_item;
     }
-    if (core->backlog.count == 0 && core->running < core_capacity(core)) {
+    ProcShared *sh = core->sh;
+    int direct = 0;
+    if (core->backlog.count == 0) {
+        pthread_mutex_lock(&sh->mutex);
+        if (sh->inflight_total < core_capacity(core)) {
+            sh->inflight_total++;       /* reserved for this task */
+            direct = 1;
+        }
+        pthread_mutex_unlock(&sh->mutex);
+    }
+    if (direct) {
         if (cf_future_set_running_or_notify_cancel(st, (FutureObject *)fut) < 0) {
+            pthread_mutex_lock(&sh->mutex);
+            sh->inflight_total--;
+            pthread_mutex_unlock(&sh->mutex);
             goto fail_item;
         }
         core->running++;
-        pthread_mutex_lock(&core->sh->mutex);
-        ProcMsgQueue_Push(&core->sh->sendq, m);
-        int w = wake_locked(core->sh);
-        pthread_mutex_unlock(&core->sh->mutex);
+        pthread_mutex_lock(&sh->mutex);
+        ProcMsgQueue_Push(&sh->sendq, m);
+        int w = wake_locked(sh);
+        pthread_mutex_unlock(&sh->mutex);
         if (w) {
-            wake_write(core->sh);
+            wake_write(sh);
         }
+        m = NULL;
     }
     else {
+        /* Pending (cancellable) until there is room; room may have been
+         * freed by results the dispatcher has not completed yet. */
         ProcMsgQueue_Push(&core->backlog, m);
+        m = NULL;
+        core_promote(core, 1);
     }
-    m = NULL;
     if (core_ensure_started(core) < 0) {
         /* The stdlib raises from submit() too (Process.start() failed). */
         goto fail_started;
