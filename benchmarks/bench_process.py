@@ -27,9 +27,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
-import cfutures  # noqa: E402
+try:
+    import cfutures                 # installed (pip install .)
+except ImportError:                 # in-place build in the source tree
+    sys.path.insert(0, os.path.dirname(HERE))
+    import cfutures
 
 WORKERS = 2
 
