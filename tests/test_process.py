@@ -47,12 +47,16 @@ def pool(mod, n=2, **kw):
 
 
 def run_script(body, mod, timeout=60, extra_env=None):
-    """Run `body` in a fresh interpreter with `mod` imported as M."""
-    code = (f"import sys\nsys.path[:0] = [{ROOT!r}, {HERE!r}]\n"
+    """Run `body` in a fresh interpreter with `mod` imported as M (the same
+    cfutures as this process: in-place build or installed package)."""
+    import cfutures
+    cf_root = os.path.dirname(os.path.dirname(os.path.abspath(
+        cfutures.__file__)))
+    paths = [cf_root, HERE]
+    code = (f"import sys\nsys.path[:0] = {paths!r}\n"
             f"import {mod.__name__} as M\n" + textwrap.dedent(body))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, HERE,
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     if extra_env:
         env.update(extra_env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
