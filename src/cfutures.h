@@ -174,6 +174,21 @@ typedef struct {
 
 /* ------------------------------------------------------- module state */
 
+/* Main-interpreter objects the interpreter pool needs; registered by
+ * cfutures.interpreter through _cfutures._interp_setup(). */
+typedef struct {
+    PyObject *broken;           /* cfutures.interpreter.BrokenInterpreterPool */
+    PyObject *make_failed;      /* strings -> ExecutionFailed */
+    PyObject *check_main;       /* raises if a call refers to __main__ */
+    PyObject *registry;         /* WeakKeyDictionary: worker Thread -> handle */
+    PyObject *worker_fn;        /* _cfutures._interp_worker */
+    PyObject *Thread;           /* threading.Thread */
+    PyObject *dumps;            /* pickle.dumps */
+    PyObject *loads;            /* pickle.loads */
+    PyObject *protocol;         /* pickle.HIGHEST_PROTOCOL */
+    int exiting;                /* the threading atexit hook has run */
+} cf_interp_state;
+
 typedef struct {
     PyTypeObject *Future_type;          /* _cfutures.Future (C base) */
     PyTypeObject *Waiter_type;          /* native wait()/as_completed() */
@@ -184,6 +199,7 @@ typedef struct {
     PyTypeObject *ProcessCore_type;
     PyTypeObject *FrameWriter_type;
     PyTypeObject *ChainLists_type;
+    PyTypeObject *InterpPool_type;      /* interppool.c */
 
     PyTypeObject *future_class;         /* cfutures.Future, set by package */
 
@@ -231,6 +247,8 @@ typedef struct {
      * and the interpreter-exit flag its atexit hook sets. */
     PyObject *proc_helpers;
     int proc_global_shutdown;
+
+    cf_interp_state interp;             /* interppool.c */
 } cf_state;
 
 extern PyModuleDef cf_module_def;
@@ -308,6 +326,10 @@ int cf_threadpool_module_init(PyObject *mod, cf_state *st);
 
 /* processpool.c */
 int cf_processpool_module_init(PyObject *mod, cf_state *st);
+/* interppool.c */
+int cf_interppool_module_init(PyObject *mod, cf_state *st);
+int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_interppool_clear(cf_state *st);
 
 /* Traverse/clear helpers for module state. */
 int cf_state_traverse(cf_state *st, visitproc visit, void *arg);

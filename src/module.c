@@ -16,6 +16,7 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->FrameWriter_type);
     Py_VISIT(st->ChainLists_type);
     Py_VISIT(st->proc_helpers);
+    Py_VISIT(st->InterpPool_type);
     Py_VISIT(st->future_class);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->TimeoutError);
@@ -32,7 +33,7 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
         Py_VISIT(st->state_names[i]);
         Py_VISIT(st->state_desc[i]);
     }
-    return 0;
+    return cf_interppool_traverse(st, visit, arg);
 }
 
 int
@@ -48,6 +49,7 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->FrameWriter_type);
     Py_CLEAR(st->ChainLists_type);
     Py_CLEAR(st->proc_helpers);
+    Py_CLEAR(st->InterpPool_type);
     Py_CLEAR(st->future_class);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->TimeoutError);
@@ -85,6 +87,7 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->str_error);
     Py_CLEAR(st->str_critical);
     Py_CLEAR(st->str_exc_info);
+    cf_interppool_clear(st);
     return 0;
 }
 
@@ -212,7 +215,8 @@ module_exec(PyObject *mod)
         || cf_waiters_module_init(mod, st) < 0
         || cf_executor_module_init(mod, st) < 0
         || cf_threadpool_module_init(mod, st) < 0
-        || cf_processpool_module_init(mod, st) < 0) {
+        || cf_processpool_module_init(mod, st) < 0
+        || cf_interppool_module_init(mod, st) < 0) {
         goto done;
     }
     rc = 0;
