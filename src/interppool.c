@@ -134,10 +134,13 @@ atfork_parent(void)
     pthread_mutex_unlock(&all_lock);
 }
 
-/* The child has none of the worker threads (nor their interpreters, which
- * CPython deletes after fork): re-create the locks, and refuse new work
- * with a clear error rather than queueing it for workers that do not
- * exist. */
+/* The child has none of the worker threads: re-create the locks.  A pool
+ * that had started workers refuses new work with a clear error rather
+ * than queue it for workers that do not exist; one that never started
+ * any just works in the child.  (CPython 3.13.0 itself aborts a child
+ * forked while any sub-interpreter exists, so in practice the refusal is
+ * seen once the parent's workers have gone, e.g. after an initializer
+ * failure.) */
 static void
 atfork_child(void)
 {
@@ -145,7 +148,9 @@ atfork_child(void)
         pthread_mutex_init(&c->mutex, NULL);
         pthread_cond_init(&c->cond, NULL);
         c->idle = 0;
-        c->forked = 1;
+        if (c->nthreads > 0) {
+            c->forked = 1;
+        }
     }
     pthread_mutex_init(&all_lock, NULL);
 }

@@ -115,3 +115,15 @@ def init_state():
 
 def init_fail():
     raise RuntimeError('initializer boom')
+
+
+def rendezvous(directory, me, other, timeout=30.0):
+    """Announce `me`, wait until `other` has announced too; return this
+    interpreter's id.  Two calls return only if they run at the same time."""
+    open(os.path.join(directory, me), 'w').close()
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(os.path.join(directory, other)):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.002)
+    return interp_info()['interp_id']

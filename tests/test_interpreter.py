@@ -1,0 +1,586 @@
+"""cfutures.InterpreterPoolExecutor.
+
+On CPython 3.13+ the behaviour tests run; elsewhere the constructor must
+refuse with an error naming the version needed.  Task functions live in
+tests/_interp_tasks.py: workers import them by module name.  Exit, fork
+and memory scenarios run as scripts in a subprocess.
+"""
+import asyncio
+import concurrent.futures
+import gc
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import cfutures
+import cfutures.interpreter as ci
+from cfutures.interpreter import (
+    BrokenInterpreterPool,
+    ExecutionFailed,
+    InterpreterPoolExecutor,
+)
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _interp_tasks as T  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SUPPORTED = sys.version_info >= (3, 13)
+needs_support = pytest.mark.skipif(
+    not SUPPORTED,
+    reason="InterpreterPoolExecutor needs CPython 3.13+ (refused on "
+           f"{sys.version_info.major}.{sys.version_info.minor})")
+
+
+def run_script(body, timeout=60):
+    """Run a script in a fresh interpreter with cfutures and the task
+    module importable; return the CompletedProcess."""
+    prelude = (f"import sys\nsys.path[:0] = [{ROOT!r}, {HERE!r}]\n")
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(body)],
+        capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------ everywhere
+
+@pytest.mark.timeout(30)
+def test_names_importable():
+    assert cfutures.InterpreterPoolExecutor is InterpreterPoolExecutor
+    assert 'InterpreterPoolExecutor' in cfutures.__all__
+    assert issubclass(BrokenInterpreterPool,
+                      concurrent.futures.thread.BrokenThreadPool)
+    assert issubclass(BrokenInterpreterPool, concurrent.futures.BrokenExecutor)
+    assert issubclass(ExecutionFailed, Exception)
+    assert issubclass(InterpreterPoolExecutor,
+                      concurrent.futures.ThreadPoolExecutor)
+    assert issubclass(InterpreterPoolExecutor, cfutures.Executor)
+    assert InterpreterPoolExecutor.BROKEN is BrokenInterpreterPool
+
+
+@pytest.mark.skipif(SUPPORTED, reason="supported here")
+@pytest.mark.timeout(30)
+def test_refused_with_version_needed():
+    with pytest.raises(NotImplementedError) as info:
+        InterpreterPoolExecutor(2)
+    msg = str(info.value)
+    assert "requires CPython 3.13 or newer" in msg
+    assert "this is Python %d.%d" % sys.version_info[:2] in msg
+    # RuntimeError handlers catch it too.
+    assert isinstance(info.value, RuntimeError)
+
+
+# ------------------------------------------------------------- behaviour
+
+@pytest.fixture
+def ex():
+    executor = InterpreterPoolExecutor(2)
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_submit_result_args_kwargs(ex):
+    assert ex.submit(T.square, 7).result() == 49
+    assert ex.submit(T.add, 1, 2, c=3).result() == 6
+    assert ex.submit(T.add, a=1, b=2).result() == 3
+    f = ex.submit(T.identity, {"k": [1, 2.5, b"x", None]})
+    assert f.result() == {"k": [1, 2.5, b"x", None]}
+    assert isinstance(f, concurrent.futures.Future)
+    assert isinstance(f, cfutures.Future)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_runs_in_own_subinterpreter(ex):
+    here = T.interp_info()
+    infos = [f.result() for f in [ex.submit(T.interp_info) for _ in range(4)]]
+    assert here['interp_id'] == 0
+    for info in infos:
+        assert info['pid'] == here['pid']
+        assert info['interp_id'] not in (None, 0)
+        assert info['thread_ident'] != here['thread_ident']
+        # The worker's __main__ is its own, empty one.
+        assert info['main_module'] is None
+    # At most max_workers interpreters, each kept for the worker's life.
+    assert 1 <= len({i['interp_id'] for i in infos}) <= 2
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_two_workers_run_at_once_in_two_interpreters(tmp_path):
+    with InterpreterPoolExecutor(2) as ex:
+        a = ex.submit(T.rendezvous, str(tmp_path), "a", "b")
+        b = ex.submit(T.rendezvous, str(tmp_path), "b", "a")
+        ids = (a.result(), b.result())
+        assert None not in ids            # each saw the other running
+        assert ids[0] != ids[1]
+        assert len(ex._threads) == 2
+        assert ex._max_workers == 2
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_thread_names():
+    with InterpreterPoolExecutor(2, thread_name_prefix="calc") as ex:
+        [f.result() for f in [ex.submit(T.sleep_then, 0.1) for _ in range(2)]]
+        names = sorted(t.name for t in ex._threads)
+        assert names == ["calc_0", "calc_1"]
+        assert all(isinstance(t, threading.Thread) for t in ex._threads)
+    with InterpreterPoolExecutor(1) as ex:
+        ex.submit(T.square, 1).result()
+        (t,) = ex._threads
+        assert t.name.startswith("InterpreterPoolExecutor-")
+        assert t.name.endswith("_0")
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_map_and_buffersize(ex):
+    assert list(ex.map(T.square, range(20))) == [i * i for i in range(20)]
+    assert list(ex.map(T.add, [1, 2], [10, 20])) == [11, 22]
+    assert (list(ex.map(T.square, range(30), buffersize=3))
+            == [i * i for i in range(30)])
+    it = ex.map(T.raise_value_error, ["m1", "m2"])
+    with pytest.raises(ValueError, match="m1"):
+        next(it)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_exception_has_execution_failed_cause(ex):
+    with pytest.raises(ValueError, match="^boom$") as info:
+        ex.submit(T.raise_value_error, "boom").result()
+    exc = info.value
+    cause = exc.__cause__
+    assert isinstance(cause, ExecutionFailed)
+    assert exc.__suppress_context__
+    excinfo = cause.excinfo
+    assert excinfo.type.__name__ == "ValueError"
+    assert excinfo.type.__qualname__ == "ValueError"
+    assert excinfo.type.__module__ == "builtins"
+    assert excinfo.msg == "boom"
+    assert excinfo.formatted == "ValueError: boom"
+    assert excinfo.errdisplay.startswith("Traceback (most recent call last):")
+    assert "in raise_value_error" in excinfo.errdisplay
+    assert excinfo.errdisplay.endswith("ValueError: boom")
+    text = str(cause)
+    assert text.startswith("ValueError: boom\n\nUncaught in the interpreter:\n\n")
+    assert "_interp_tasks.py" in text
+    # the future's exception() is the same object
+    f = ex.submit(T.raise_value_error, "again")
+    assert isinstance(f.exception(), ValueError)
+    assert isinstance(f.exception().__cause__, ExecutionFailed)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_custom_and_base_exceptions(ex):
+    with pytest.raises(T.CustomError) as info:
+        ex.submit(T.raise_custom, "c").result()
+    assert info.value.__cause__.excinfo.formatted == "_interp_tasks.CustomError: c"
+    with pytest.raises(SystemExit) as info:
+        ex.submit(T.raise_system_exit).result()
+    assert info.value.code == 3
+    # the pool survives both
+    assert ex.submit(T.square, 5).result() == 25
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_unpicklable_exception_raises_execution_failed(ex):
+    # As 3.14: when the exception itself cannot cross, the wrapper is raised.
+    with pytest.raises(ExecutionFailed) as info:
+        ex.submit(T.raise_unpicklable, "nope").result()
+    assert info.value.excinfo.type.__name__ == "Unpicklable"
+    assert info.value.excinfo.msg == "nope"
+    assert "Uncaught in the interpreter" in str(info.value)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_unpicklable_call_or_result_fails_the_future(ex):
+    f = ex.submit(T.identity, threading.Lock())       # argument
+    with pytest.raises(TypeError, match="pickle"):
+        f.result()
+    f = ex.submit(T.return_unpicklable)               # result
+    with pytest.raises(TypeError, match="pickle") as info:
+        f.result()
+    assert isinstance(info.value.__cause__, ExecutionFailed)
+    assert ex.submit(T.square, 3).result() == 9
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_main_functions_refused():
+    r = run_script("""
+        import pickle
+        import cfutures, _interp_tasks as T
+
+        def work(x):
+            return x
+
+        class Point:
+            pass
+
+        with cfutures.InterpreterPoolExecutor(1) as ex:
+            for call in [(work, 1), (T.identity, Point()),
+                         (T.identity, work)]:
+                try:
+                    ex.submit(*call).result()
+                    print("ran?!")
+                except pickle.PicklingError as e:
+                    print("refused:", e)
+            # text that merely mentions __main__ is fine
+            print(ex.submit(T.identity, "__main__").result())
+        try:
+            cfutures.InterpreterPoolExecutor(1, initializer=work, initargs=(1,))
+        except pickle.PicklingError as e:
+            print("init refused")
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == ("refused: cannot run function 'work' in an "
+                        "InterpreterPoolExecutor: it is defined in __main__, "
+                        "which worker interpreters do not share; move it "
+                        "into an importable module")
+    assert lines[1].startswith("refused: cannot run class 'Point'")
+    assert lines[2].startswith("refused: cannot run function 'work'")
+    assert lines[3:] == ["__main__", "init refused"]
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_refused_module_fails_task_pool_stays_usable(ex):
+    f = ex.submit(T.import_module, "readline")
+    with pytest.raises(ImportError,
+                       match="does not support loading in subinterpreters"):
+        f.result()
+    assert isinstance(f.exception().__cause__, ExecutionFailed)
+    assert ex.submit(T.square, 6).result() == 36
+    assert ex.submit(T.import_module, "json").result() is True
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_extension_imports_in_worker(ex):
+    assert ex.submit(T.use_cfutures).result() == ("cfutures._cfutures", 42, 1)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_initializer_runs_once_per_worker_interpreter():
+    with InterpreterPoolExecutor(2, initializer=T.init_record,
+                                 initargs=("hi",)) as ex:
+        fs = [ex.submit(T.sleep_then, 0.2) for _ in range(2)]
+        [f.result() for f in fs]
+        for _ in range(6):
+            assert ex.submit(T.init_state).result() == ["hi"]
+    # Nothing ran in this interpreter.
+    assert T.init_state() == []
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_initializer_failure_breaks_pool(caplog):
+    ex = InterpreterPoolExecutor(2, initializer=T.init_fail)
+    with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+        f = ex.submit(T.square, 2)
+        with pytest.raises(BrokenInterpreterPool) as info:
+            f.result()
+    msg = "A thread initializer failed, the thread pool is not usable anymore"
+    assert str(info.value) == msg
+    assert isinstance(info.value, concurrent.futures.thread.BrokenThreadPool)
+    with pytest.raises(BrokenInterpreterPool, match="^" + msg + "$"):
+        ex.submit(T.square, 3)
+    assert ex._broken == msg
+    ex.shutdown(wait=True)
+    records = [r for r in caplog.records
+               if r.getMessage() == "Exception in initializer:"]
+    assert records
+    exc = records[0].exc_info[1]
+    assert isinstance(exc, RuntimeError)
+    assert isinstance(exc.__cause__, ExecutionFailed)
+    assert "initializer boom" in str(exc.__cause__)
+
+
+@needs_support
+@pytest.mark.timeout(30)
+def test_constructor_argument_errors():
+    with pytest.raises(ValueError, match="^max_workers must be greater than 0$"):
+        InterpreterPoolExecutor(0)
+    with pytest.raises(ValueError, match="^max_workers must be greater than 0$"):
+        InterpreterPoolExecutor(-1)
+    with pytest.raises(TypeError, match="^scripts not supported$"):
+        InterpreterPoolExecutor(1, initializer="x = 1")
+    with InterpreterPoolExecutor(1) as ex:
+        with pytest.raises(TypeError, match="^scripts not supported$"):
+            ex.submit("print(1)")
+        with pytest.raises(TypeError, match="missing 1 required positional"):
+            ex.submit()
+    ex = InterpreterPoolExecutor()
+    assert ex._max_workers == min(32, (os.cpu_count() or 1) + 4)
+    ex.shutdown()
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_shutdown_semantics():
+    ex = InterpreterPoolExecutor(1)
+    running = ex.submit(T.sleep_then, 0.3, "ran")
+    queued = [ex.submit(T.square, i) for i in range(5)]
+    while not running.running():        # the worker's interpreter is up
+        time.sleep(0.005)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert running.result() == "ran"
+    assert all(f.cancelled() for f in queued)
+    assert ex._shutdown is True
+    with pytest.raises(RuntimeError,
+                       match="^cannot schedule new futures after shutdown$"):
+        ex.submit(T.square, 1)
+    ex.shutdown()                       # idempotent
+    assert all(not t.is_alive() for t in ex._threads)
+
+    ex = InterpreterPoolExecutor(1)
+    fs = [ex.submit(T.sleep_then, 0.05, i) for i in range(4)]
+    ex.shutdown(wait=False)             # queued work still completes
+    assert [f.result(timeout=30) for f in fs] == [0, 1, 2, 3]
+    for t in ex._threads:
+        t.join(30)
+        assert not t.is_alive()
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_cancel_pending_future_never_runs():
+    with InterpreterPoolExecutor(1) as ex:
+        blocker = ex.submit(T.sleep_then, 0.3)
+        pending = ex.submit(T.init_record, "should-not-run")
+        assert pending.cancel()
+        blocker.result()
+        assert ex.submit(T.init_state).result() == []
+        assert pending.cancelled()
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_waiting_helpers_and_asyncio():
+    with InterpreterPoolExecutor(2) as ex:
+        fs = [ex.submit(T.square, i) for i in range(6)]
+        done, not_done = cfutures.wait(fs)
+        assert len(done) == 6 and not not_done
+        assert sorted(f.result() for f in cfutures.as_completed(fs)) == \
+            sorted(i * i for i in range(6))
+        done, _ = concurrent.futures.wait(fs)
+        assert len(done) == 6
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            loop.set_default_executor(ex)
+            a = await loop.run_in_executor(ex, T.square, 9)
+            b = await loop.run_in_executor(None, T.add, 1, 2)
+            return a, b
+
+        assert asyncio.run(main()) == (81, 3)
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_collected_executor_lets_workers_finish():
+    ex = InterpreterPoolExecutor(2)
+    fs = [ex.submit(T.sleep_then, 0.05, i) for i in range(4)]
+    threads = list(ex._threads)
+    del ex
+    gc.collect()
+    assert [f.result(timeout=30) for f in fs] == [0, 1, 2, 3]
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+
+
+# ------------------------------------------------------------ exit & fork
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_exit_completes_pending_work_without_shutdown():
+    r = run_script("""
+        import cfutures, _interp_tasks as T
+        ex = cfutures.InterpreterPoolExecutor(2)
+        for i in range(6):
+            ex.submit(T.sleep_then, 0.05, i).add_done_callback(
+                lambda f: print("done", f.result(), flush=True))
+        print("main exits", flush=True)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""       # no crash, no "remaining subinterpreters"
+    lines = r.stdout.splitlines()
+    assert lines[0] == "main exits"
+    assert sorted(lines[1:]) == [f"done {i}" for i in range(6)]
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_exit_refuses_late_submit_and_survives_errors():
+    r = run_script("""
+        import atexit
+        import cfutures, _interp_tasks as T
+        ex = cfutures.InterpreterPoolExecutor(2)
+        print(ex.submit(T.square, 3).result())
+        try:
+            ex.submit(T.raise_value_error, "x").result()
+        except ValueError:
+            print("raised")
+        ex.submit(T.import_module, "readline")     # fails in the worker
+
+        @atexit.register
+        def late():
+            try:
+                ex.submit(T.square, 2)
+            except RuntimeError as e:
+                print("late:", e, flush=True)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert r.stdout.splitlines() == [
+        "9", "raised",
+        "late: cannot schedule new futures after interpreter shutdown"]
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_waiting_on_result():
+    r = run_script("""
+        import os, signal, threading
+        import cfutures, _interp_tasks as T
+        ex = cfutures.InterpreterPoolExecutor(1)
+        f = ex.submit(T.sleep_then, 1.0, "late")
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            f.result()
+        except KeyboardInterrupt:
+            print("interrupted", f.running(), flush=True)
+        print(f.result(), flush=True)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["interrupted True", "late"]
+
+
+@needs_support
+@pytest.mark.timeout(60)
+def test_fork_child():
+    # (CPython 3.13.0 itself aborts a child forked while any
+    # sub-interpreter exists, so this forks once workers are gone.)
+    r = run_script("""
+        import os, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import cfutures, _interp_tasks as T
+        fresh = cfutures.InterpreterPoolExecutor(1)     # no worker yet
+        used = cfutures.InterpreterPoolExecutor(1)
+        used.submit(T.square, 4).result()
+        used.shutdown()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                used.submit(T.square, 5)
+            except RuntimeError as e:
+                print("child used:", e, flush=True)
+            print("child fresh:", fresh.submit(T.square, 5).result(), flush=True)
+            fresh.shutdown()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("status", status, "parent:", fresh.submit(T.square, 6).result())
+        fresh.shutdown()
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "child used: cannot schedule new futures after shutdown",
+        "child fresh: 25",
+        "status 0 parent: 36"]
+
+
+# ----------------------------------------------------------------- growth
+
+@needs_support
+@pytest.mark.timeout(120)
+def test_many_tasks_and_lifecycles_without_growth():
+    # Threads, objects and fds must come back to their baseline after
+    # every pool; RSS must be flat across many tasks in one pool.  Across
+    # lifecycles, CPython 3.13.0 itself keeps ~2-3 MB per destroyed
+    # sub-interpreter (python/cpython#110411): we require that our cost
+    # per interpreter stays within that of the stdlib's own _interpreters
+    # doing the same imports, measured in the same process.
+    r = run_script("""
+        import gc, os, threading, _interpreters, sys
+        import cfutures, _interp_tasks as T
+
+        def rss():
+            with open('/proc/self/statm') as f:
+                return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+        def snapshot():
+            gc.collect()
+            return (threading.active_count(), len(gc.get_objects()),
+                    len(os.listdir('/proc/self/fd')))
+
+        def lifecycle():
+            with cfutures.InterpreterPoolExecutor(2) as ex:
+                assert sum(ex.map(T.square, range(50))) == 40425
+                try:
+                    ex.submit(T.raise_value_error, "x").result()
+                except ValueError:
+                    pass
+
+        lifecycle(); lifecycle()
+        base = snapshot()
+        for _ in range(12):
+            lifecycle()
+            t, objs, fds = snapshot()
+            assert t == base[0], (t, base)
+            assert fds == base[2], (fds, base)
+            assert objs <= base[1] + 50, (objs, base)
+
+        with cfutures.InterpreterPoolExecutor(2) as ex:
+            for _ in range(3):
+                list(ex.map(T.square, range(500)))
+            gc.collect(); r0 = rss()
+            for _ in range(8):
+                list(ex.map(T.square, range(500)))
+                for _ in range(20):
+                    try:
+                        ex.submit(T.raise_value_error, "x").result()
+                    except ValueError:
+                        pass
+            gc.collect()
+            print("per-task growth KB", (rss() - r0) / 1024)
+            assert rss() - r0 < 2 * 1024 * 1024
+
+        code = "import sys; sys.path[:0] = %r; import pickle, _interp_tasks" % (
+            sys.path[:3],)
+        def stdlib_one():
+            i = _interpreters.create()
+            _interpreters.run_string(i, code)
+            _interpreters.destroy(i)
+        def ours_one():
+            with cfutures.InterpreterPoolExecutor(1) as ex:
+                ex.submit(T.square, 2).result()
+        def cost(fn, n=12):
+            fn(); gc.collect(); r0 = rss()
+            for _ in range(n):
+                fn()
+            gc.collect()
+            return (rss() - r0) / n
+        stdlib, ours = cost(stdlib_one), cost(ours_one)
+        print("KB per interpreter: stdlib", stdlib // 1024, "ours", ours // 1024)
+        assert ours <= stdlib * 1.25 + 512 * 1024, (ours, stdlib)
+        print("ok")
+    """, timeout=110)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "ok"
