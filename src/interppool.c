@@ -777,12 +777,20 @@ spawn_worker(cf_state *st, InterpPoolObject *self, int index)
     if (thread == NULL) {
         goto done;
     }
-    r = PyObject_CallMethod(thread, "start", NULL);
-    if (r == NULL) {
+    /* Register before starting: a running worker the exit hook does not
+     * know about would block interpreter exit in threading._shutdown. */
+    if (PyObject_SetItem(st->interp.registry, thread, handle) < 0
+        || PySet_Add(self->ip_threads, thread) < 0) {
         goto done;
     }
-    if (PySet_Add(self->ip_threads, thread) < 0
-        || PyObject_SetItem(st->interp.registry, thread, handle) < 0) {
+    r = PyObject_CallMethod(thread, "start", NULL);
+    if (r == NULL) {
+        /* Never started: forget it (the registry entry dies with it). */
+        PyObject *exc = cf_PyErr_GetRaisedException();
+        if (PySet_Discard(self->ip_threads, thread) < 0) {
+            PyErr_Clear();
+        }
+        cf_PyErr_SetRaisedException(exc);
         goto done;
     }
     rc = 0;
@@ -830,9 +838,10 @@ InterpPool_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
     int shutdown, broken;
     InterpCore_Flags(self->ip_core, &shutdown, &broken);
     if (broken || shutdown || st->interp.exiting) {
-        return raise_push_error(st, broken ? CF_ERR_IP_BROKEN
-                                    : shutdown ? CF_ERR_IP_SHUTDOWN
-                                    : CF_ERR_IP_EXITING), NULL;
+        raise_push_error(st, broken ? CF_ERR_IP_BROKEN
+                             : shutdown ? CF_ERR_IP_SHUTDOWN
+                             : CF_ERR_IP_EXITING);
+        return NULL;
     }
     PyObject *fn = args[0];
     if (PyUnicode_Check(fn)) {

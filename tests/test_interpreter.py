@@ -516,10 +516,13 @@ def test_many_tasks_and_lifecycles_without_growth():
     # lifecycles, CPython 3.13.0 itself keeps ~2-3 MB per destroyed
     # sub-interpreter (python/cpython#110411): we require that our cost
     # per interpreter stays within that of the stdlib's own _interpreters
-    # doing the same imports, measured in the same process.
+    # doing the same imports, measured in the same process.  (Under ASan
+    # the allocator's quarantine makes RSS meaningless: only the thread,
+    # object and fd checks run.)
     r = run_script("""
         import gc, os, threading, _interpreters, sys
         import cfutures, _interp_tasks as T
+        CHECK_RSS = "libasan" not in os.environ.get("LD_PRELOAD", "")
 
         def rss():
             with open('/proc/self/statm') as f:
@@ -560,7 +563,7 @@ def test_many_tasks_and_lifecycles_without_growth():
                         pass
             gc.collect()
             print("per-task growth KB", (rss() - r0) / 1024)
-            assert rss() - r0 < 2 * 1024 * 1024
+            assert rss() - r0 < 2 * 1024 * 1024 or not CHECK_RSS
 
         code = "import sys; sys.path[:0] = %r; import pickle, _interp_tasks" % (
             sys.path[:3],)
@@ -579,7 +582,8 @@ def test_many_tasks_and_lifecycles_without_growth():
             return (rss() - r0) / n
         stdlib, ours = cost(stdlib_one), cost(ours_one)
         print("KB per interpreter: stdlib", stdlib // 1024, "ours", ours // 1024)
-        assert ours <= stdlib * 1.25 + 512 * 1024, (ours, stdlib)
+        assert ours <= stdlib * 1.25 + 512 * 1024 or not CHECK_RSS, (
+            ours, stdlib)
         print("ok")
     """, timeout=110)
     assert r.returncode == 0, r.stdout + r.stderr
