@@ -45,6 +45,16 @@ def start_pool(make):
     return ex
 
 
+def round_trip(ex, n=200):
+    """Median seconds for submit(trivial).result(), one at a time."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ex.submit(noop_arg, None).result()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def startup_cost(make, repeat):
     times = []
     for _ in range(repeat):
@@ -114,6 +124,7 @@ def main():
         for _ in range(args.repeat):
             for name, run in runners:
                 times[name] = min(times[name], best(run, 1))
+        trips = {name: round_trip(ex) for name, ex in pools}
     finally:
         for _, ex in pools:
             ex.shutdown(wait=True)
@@ -123,12 +134,14 @@ def main():
     proc_start = rows[2][2]
     print()
     print("| executor (2 workers) | job time | speed-up vs serial "
-          "| pool start-up | start-up vs ProcessPool (fork) |")
-    print("|---|---:|---:|---:|---:|")
+          "| pool start-up | start-up vs ProcessPool (fork) "
+          "| trivial task round trip |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, t, startup in rows:
         s = "-" if startup is None else f"{startup * 1e3:.1f} ms"
         rel = "-" if startup is None else f"{startup / proc_start:.2f}x"
-        print(f"| {name} | {t:.3f} s | {base / t:.2f}x | {s} | {rel} |")
+        rt = f"{trips[name] * 1e6:.0f} us" if name in trips else "-"
+        print(f"| {name} | {t:.3f} s | {base / t:.2f}x | {s} | {rel} | {rt} |")
     print(f"(load average at the end: {os.getloadavg()[0]:.2f}; "
           f"start-up is the median of {args.repeat})")
     interp = rows[-1][1]
