@@ -4,6 +4,7 @@ ProcessPoolExecutor and cfutures.InterpreterPoolExecutor; plus each
 pool's start-up cost.
 
     nice python benchmarks/bench_interpreter.py [--tasks 8] [--n 3000000]
+                                                [--repeat 3] [--quick]
 
 Job time is measured on a started (warmed-up) pool; start-up is the time
 from the constructor to both workers having answered a trivial task.
@@ -71,7 +72,11 @@ def main():
     ap.add_argument("--n", type=int, default=3_000_000,
                     help="loop iterations per task")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller job, one round (benchmarks/run.py --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.tasks, args.n, args.repeat = 4, 1_000_000, 1
 
     try:
         import cfutures

@@ -826,7 +826,7 @@ InterpPool_submit(PyObject *op, PyTypeObject *cls, PyObject *const *args,
                         "positional argument: 'fn'");
         return NULL;
     }
-    if (self->ip_core == NULL) {
+    if (self->ip_core == NULL || self->ip_threads == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "InterpreterPoolExecutor.__init__() was not called");
         return NULL;
@@ -954,7 +954,7 @@ InterpPool_shutdown(PyObject *op, PyObject *args, PyObject *kwds)
     if (self->ip_core != NULL) {
         cancel_tasks(st, InterpCore_Shutdown(self->ip_core, cancel));
     }
-    if (wait) {
+    if (wait && self->ip_threads != NULL) {
         /* Thread.join() is interruptible; iterate over a snapshot since
          * join() releases the GIL. */
         PyObject *threads = PySequence_List(self->ip_threads);
@@ -1043,7 +1043,8 @@ InterpPool_get_prefix(PyObject *op, void *closure)
 static PyObject *
 InterpPool_get_threads(PyObject *op, void *closure)
 {
-    return Py_NewRef(((InterpPoolObject *)op)->ip_threads);
+    PyObject *threads = ((InterpPoolObject *)op)->ip_threads;
+    return threads ? Py_NewRef(threads) : PySet_New(NULL);  /* cleared */
 }
 
 static PyObject *
