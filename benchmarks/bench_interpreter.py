@@ -71,12 +71,16 @@ def main():
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--n", type=int, default=3_000_000,
                     help="loop iterations per task")
+    ap.add_argument("--small-tasks", type=int, default=400,
+                    help="second job: many short tasks (0 to skip)")
+    ap.add_argument("--small-n", type=int, default=30_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="smaller job, one round (benchmarks/run.py --quick)")
     args = ap.parse_args()
     if args.quick:
         args.tasks, args.n, args.repeat = 4, 1_000_000, 1
+        args.small_tasks, args.small_n = 100, 30_000
 
     try:
         import cfutures
@@ -88,17 +92,22 @@ def main():
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count()
+    jobs = [(f"{args.tasks} x spin({args.n:,})", args.tasks, args.n)]
+    if args.small_tasks:
+        jobs.append((f"{args.small_tasks} x spin({args.small_n:,})",
+                     args.small_tasks, args.small_n))
     print(f"Python {platform.python_version()} on {platform.machine()}, "
-          f"{cpus} CPUs available; {args.tasks} tasks x spin({args.n:,}), "
-          f"{WORKERS} workers, best of {args.repeat} interleaved rounds; "
+          f"{cpus} CPUs available; {WORKERS} workers; jobs: "
+          + ", ".join(j[0] for j in jobs)
+          + f"; best of {args.repeat} interleaved rounds; "
           f"load average {os.getloadavg()[0]:.2f}")
-    work = [args.n] * args.tasks
-    expected = [spin(args.n)] * args.tasks
 
-    def serial():
-        assert [spin(n) for n in work] == expected
+    def serial(work, expected):
+        def run():
+            assert [spin(n) for n in work] == expected
+        return run
 
-    def on(ex):
+    def on(ex, work, expected):
         def run():
             assert list(ex.map(spin, work)) == expected
         return run
@@ -123,38 +132,51 @@ def main():
 
     # Interleave the runs (one of each per round, best kept) so that a
     # shared, noisy machine penalises every executor alike.
-    runners = [("serial (1 thread)", serial)] + [(n, on(ex)) for n, ex in pools]
-    times = {name: float("inf") for name, _ in runners}
+    names = ["serial (1 thread)"] + [n for n, _ in pools]
+    times = {}
     try:
         for _ in range(args.repeat):
-            for name, run in runners:
-                times[name] = min(times[name], best(run, 1))
+            for label, ntasks, n in jobs:
+                work = [n] * ntasks
+                expected = [spin(n)] * ntasks
+                runners = [(names[0], serial(work, expected))] + [
+                    (name, on(ex, work, expected)) for name, ex in pools]
+                for name, run in runners:
+                    t = best(run, 1)
+                    times[label, name] = min(times.get((label, name), t), t)
         trips = {name: round_trip(ex) for name, ex in pools}
     finally:
         for _, ex in pools:
             ex.shutdown(wait=True)
-    rows = [(name, times[name], startup.get(name)) for name, _ in runners]
 
-    base = rows[0][1]
-    proc_start = rows[2][2]
+    proc = "stdlib ProcessPoolExecutor (fork)"
+    interp = "cfutures.InterpreterPoolExecutor"
     print()
-    print("| executor (2 workers) | job time | speed-up vs serial "
-          "| pool start-up | start-up vs ProcessPool (fork) "
-          "| trivial task round trip |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, t, startup in rows:
-        s = "-" if startup is None else f"{startup * 1e3:.1f} ms"
-        rel = "-" if startup is None else f"{startup / proc_start:.2f}x"
-        rt = f"{trips[name] * 1e6:.0f} us" if name in trips else "-"
-        print(f"| {name} | {t:.3f} s | {base / t:.2f}x | {s} | {rel} | {rt} |")
+    print("| executor (2 workers) | "
+          + " | ".join(f"{label}: time (speed-up)" for label, _, _ in jobs)
+          + " | pool start-up (vs ProcessPool fork) | trivial task round trip |")
+    print("|---|" + "---:|" * (len(jobs) + 2))
+    for name in names:
+        cells = []
+        for label, _, _ in jobs:
+            t = times[label, name]
+            cells.append(f"{t:.3f} s ({times[label, names[0]] / t:.2f}x)")
+        if name in startup:
+            cells.append(f"{startup[name] * 1e3:.1f} ms "
+                         f"({startup[name] / startup[proc]:.2f}x)")
+            cells.append(f"{trips[name] * 1e6:.0f} us")
+        else:
+            cells += ["-", "-"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"(load average at the end: {os.getloadavg()[0]:.2f}; "
-          f"start-up is the median of {args.repeat})")
-    interp = rows[-1][1]
-    others = {name: t for name, t, _ in rows[1:-1]}
+          f"start-up is the median of {args.repeat} fresh pools)")
     print()
-    print(f"InterpreterPoolExecutor speed-up vs serial: {base / interp:.2f}x"
-          f" (target >= 1.8x); faster than "
-          + ", ".join(f"{k} ({v / interp:.2f}x)" for k, v in others.items()))
+    for label, _, _ in jobs:
+        mine = times[label, interp]
+        others = ", ".join(f"{name} {times[label, name] / mine:.2f}x"
+                           for name in names[1:] if name != interp)
+        print(f"{label}: InterpreterPoolExecutor {times[label, names[0]] / mine:.2f}x"
+              f" faster than serial; vs {others}")
     return 0
 
 
