@@ -26,9 +26,10 @@ __all__ = [
     'InterpreterPoolExecutor',
 ]
 
-# The oldest CPython this pool runs on.  3.12 has the API, but its own-GIL
-# sub-interpreters abort the process at exit in our measurements (see
-# benchmarks/INTERP_README.md), so it is refused.
+# The oldest CPython this pool runs on.  3.12 has the API, but 3.12.1
+# aborts at exit ("free(): invalid pointer") once an own-GIL
+# sub-interpreter has imported hashlib, ssl or asyncio -- CPython's own
+# _xxsubinterpreters too -- so it is refused (README, InterpreterPoolExecutor).
 _MIN_VERSION = (3, 13)
 
 
