@@ -331,6 +331,10 @@ int cf_interppool_module_init(PyObject *mod, cf_state *st);
 int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);
 void cf_interppool_clear(cf_state *st);
 
+/* sync.c: shared by the pools */
+void cf_log_critical(cf_state *st, const char *msg, PyObject *exc);
+int cf_join_threads(PyObject *threads);
+
 /* Traverse/clear helpers for module state. */
 int cf_state_traverse(cf_state *st, visitproc visit, void *arg);
 int cf_state_clear(cf_state *st);

@@ -494,37 +494,13 @@ worker_capsule_destructor(PyObject *capsule)
     PyMem_RawFree(w);
 }
 
-/* LOGGER.critical(msg, exc_info=exc); never raises. */
-static void
-log_critical(cf_state *st, const char *msg, PyObject *exc)
-{
-    PyObject *saved = cf_PyErr_GetRaisedException();
-    PyObject *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
-    meth = PyObject_GetAttr(st->logger, st->str_critical);
-    args = Py_BuildValue("(s)", msg);
-    kwargs = PyDict_New();
-    if (meth != NULL && args != NULL && kwargs != NULL
-        && PyDict_SetItem(kwargs, st->str_exc_info,
-                          exc ? exc : Py_True) == 0) {
-        r = PyObject_Call(meth, args, kwargs);
-    }
-    if (r == NULL) {
-        PyErr_WriteUnraisable(st->logger);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(meth);
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
-    cf_PyErr_SetRaisedException(saved);
-}
-
 /* An exception escaped future completion (a done-callback raised a
  * BaseException): the stdlib logs 'Exception in worker'. */
 static void
 log_worker_error(cf_state *st)
 {
     PyObject *exc = cf_PyErr_GetRaisedException();
-    log_critical(st, "Exception in worker", exc);
+    cf_log_critical(st, "Exception in worker", exc);
     Py_XDECREF(exc);
 }
 
@@ -638,7 +614,7 @@ cancel_tasks(cf_state *st, InterpTask *t)
 CF_WORKER_ONLY static void
 worker_init_failed(cf_state *st, InterpCore *core, PyObject *exc)
 {
-    log_critical(st, "Exception in initializer:", exc);
+    cf_log_critical(st, "Exception in initializer:", exc);
     fail_tasks(st, InterpCore_Break(core));
 }
 
@@ -954,23 +930,9 @@ InterpPool_shutdown(PyObject *op, PyObject *args, PyObject *kwds)
     if (self->ip_core != NULL) {
         cancel_tasks(st, InterpCore_Shutdown(self->ip_core, cancel));
     }
-    if (wait && self->ip_threads != NULL) {
-        /* Thread.join() is interruptible; iterate over a snapshot since
-         * join() releases the GIL. */
-        PyObject *threads = PySequence_List(self->ip_threads);
-        if (threads == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(threads); i++) {
-            PyObject *r = PyObject_CallMethod(PyList_GET_ITEM(threads, i),
-                                              "join", NULL);
-            if (r == NULL) {
-                Py_DECREF(threads);
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
-        Py_DECREF(threads);
+    if (wait && self->ip_threads != NULL
+        && cf_join_threads(self->ip_threads) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }

@@ -180,3 +180,50 @@ cf_event_wait_gil(cf_event *ev, cf_time_t deadline)
         }
     }
 }
+
+/* LOGGER.critical(msg, exc_info=exc) on the "concurrent.futures" logger,
+ * as the stdlib's workers log; never raises, keeps a pending exception. */
+void
+cf_log_critical(cf_state *st, const char *msg, PyObject *exc)
+{
+    PyObject *saved = cf_PyErr_GetRaisedException();
+    PyObject *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
+    meth = PyObject_GetAttr(st->logger, st->str_critical);
+    args = Py_BuildValue("(s)", msg);
+    kwargs = PyDict_New();
+    if (meth != NULL && args != NULL && kwargs != NULL
+        && PyDict_SetItem(kwargs, st->str_exc_info,
+                          exc ? exc : Py_True) == 0) {
+        r = PyObject_Call(meth, args, kwargs);
+    }
+    if (r == NULL) {
+        PyErr_WriteUnraisable(st->logger);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(meth);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    cf_PyErr_SetRaisedException(saved);
+}
+
+/* t.join() for each thread of a snapshot of `threads` (join() releases
+ * the GIL and stays interruptible).  0, or -1 with the join's error. */
+int
+cf_join_threads(PyObject *threads)
+{
+    PyObject *snap = PySequence_List(threads);
+    if (snap == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snap); i++) {
+        PyObject *r = PyObject_CallMethod(PyList_GET_ITEM(snap, i), "join",
+                                          NULL);
+        if (r == NULL) {
+            Py_DECREF(snap);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(snap);
+    return 0;
+}

@@ -219,28 +219,6 @@ start_lock_acquire(cf_pool *p)
     }
 }
 
-/* ------------------------------------------------------------ logging */
-
-static void
-log_critical(cf_state *st, const char *msg, PyObject *exc)
-{
-    /* LOGGER.critical(msg, exc_info=exc) */
-    PyObject *meth = PyObject_GetAttr(st->logger, st->str_critical);
-    PyObject *args = meth ? Py_BuildValue("(s)", msg) : NULL;
-    PyObject *kw = args ? PyDict_New() : NULL;
-    PyObject *r = NULL;
-    if (kw && PyDict_SetItem(kw, st->str_exc_info, exc ? exc : Py_True) == 0) {
-        r = PyObject_Call(meth, args, kw);
-    }
-    if (r == NULL) {
-        PyErr_WriteUnraisable(NULL);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(kw);
-    Py_XDECREF(args);
-    Py_XDECREF(meth);
-}
-
 /* ------------------------------------------------------------- worker */
 
 static void
@@ -291,7 +269,7 @@ run_work(cf_pool *p, cf_state *st, cf_work *w)
         /* A BaseException out of a done-callback: the stdlib's worker
          * logs it and dies; ours logs it and keeps serving. */
         PyObject *exc = cf_PyErr_GetRaisedException();
-        log_critical(st, "Exception in worker", exc);
+        cf_log_critical(st, "Exception in worker", exc);
         Py_XDECREF(exc);
     }
     running_remove(p, w);
@@ -330,7 +308,7 @@ run_initializer(cf_pool *p, cf_state *st)
         return 0;
     }
     PyObject *exc = cf_PyErr_GetRaisedException();
-    log_critical(st, "Exception in initializer:", exc);
+    cf_log_critical(st, "Exception in initializer:", exc);
     Py_XDECREF(exc);
     if (p->broken_msg == NULL) {
         p->broken_msg = PyUnicode_FromString(
@@ -702,21 +680,8 @@ ThreadPool_shutdown(PyObject *self, PyObject *args, PyObject *kwargs)
         work_free(w);
         w = next;
     }
-    if (do_wait) {
-        PyObject *threads = PySequence_List(p->threads);
-        if (threads == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(threads); i++) {
-            PyObject *r = PyObject_CallMethod(PyList_GET_ITEM(threads, i),
-                                              "join", NULL);
-            if (r == NULL) {
-                Py_DECREF(threads);
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
-        Py_DECREF(threads);
+    if (do_wait && cf_join_threads(p->threads) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
