@@ -22,7 +22,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]
+sys.path.insert(0, HERE)    # _interp_work: importable by the workers too
 
 from _interp_work import noop_arg, spin  # noqa: E402
 
@@ -83,7 +83,15 @@ def main():
         args.small_tasks, args.small_n = 100, 30_000
 
     try:
-        import cfutures
+        try:
+            import cfutures                 # installed (pip install .)
+            cfutures.InterpreterPoolExecutor
+        except (ImportError, AttributeError):
+            # else the in-place build of the source tree
+            for name in [m for m in sys.modules if m.startswith("cfutures")]:
+                del sys.modules[name]
+            sys.path.insert(0, os.path.dirname(HERE))
+            import cfutures
         probe = cfutures.InterpreterPoolExecutor(1)
     except NotImplementedError as e:
         print(f"bench_interpreter: skipped: {e}")
