@@ -288,6 +288,11 @@ int cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut);
 int cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
                        PyObject *exc);
 int cf_future_cancel(cf_state *st, FutureObject *fut);
+/* A pool failing a task: complete fut with exc_type(msg); if that
+ * exception cannot be built, with the error raised building it, so the
+ * future never stays pending.  Never raises (reports unraisable). */
+void cf_future_fail(cf_state *st, PyObject *fut, PyObject *exc_type,
+                    PyObject *msg);
 void cf_future_link(FutureObject *fut, cf_link *link);
 void cf_future_unlink(FutureObject *fut, cf_link *link);
 /* Get the result or set the exception (CancelledError, stored exc). */

@@ -299,6 +299,22 @@ cf_future_cancel(cf_state *st, FutureObject *fut)
     return 1;
 }
 
+void
+cf_future_fail(cf_state *st, PyObject *fut, PyObject *exc_type, PyObject *msg)
+{
+    PyObject *exc = msg != NULL ? PyObject_CallOneArg(exc_type, msg) : NULL;
+    if (exc == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        exc = cf_PyErr_GetRaisedException();
+    }
+    if (cf_future_complete(st, (FutureObject *)fut, NULL, exc) < 0) {
+        PyErr_WriteUnraisable(fut);
+    }
+    Py_DECREF(exc);
+}
+
 int
 cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
 {

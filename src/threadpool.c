@@ -285,12 +285,7 @@ fail_queued(cf_pool *p, cf_state *st)
     pthread_mutex_unlock(&p->mu);
     while (w) {
         cf_work *next = w->next;
-        PyObject *exc = PyObject_CallOneArg(st->BrokenThreadPool, p->broken_msg);
-        if (exc == NULL
-            || cf_future_complete(st, (FutureObject *)w->future, NULL, exc) < 0) {
-            PyErr_WriteUnraisable(w->future);
-        }
-        Py_XDECREF(exc);
+        cf_future_fail(st, w->future, st->BrokenThreadPool, p->broken_msg);
         work_free(w);
         w = next;
     }
@@ -322,9 +317,7 @@ run_initializer(cf_pool *p, cf_state *st)
     p->broken = 1;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    if (p->broken_msg != NULL) {
-        fail_queued(p, st);
-    }
+    fail_queued(p, st);
     return -1;
 }
 
@@ -423,7 +416,7 @@ thread_worker(PyObject *mod, PyObject *capsule)
     }
     /* Like the stdlib's worker: flag the executor as shut down as early as
      * possible (after interpreter exit began, submit then says so). */
-    if (p->broken_msg == NULL) {
+    if (!p->broken) {       /* written under mu by a GIL holder */
         p->shutdown = 1;
     }
     Py_RETURN_NONE;
@@ -499,11 +492,12 @@ check_usable(cf_pool *p, cf_state *st)
                         "ThreadPoolExecutor.__init__() was not called");
         return -1;
     }
-    if (p->broken_msg != NULL) {
-        PyObject *exc = PyObject_CallOneArg(st->BrokenThreadPool, p->broken_msg);
-        if (exc != NULL) {
-            PyErr_SetObject(st->BrokenThreadPool, exc);
-            Py_DECREF(exc);
+    if (p->broken) {
+        if (p->broken_msg != NULL) {
+            PyErr_SetObject(st->BrokenThreadPool, p->broken_msg);
+        }
+        else {
+            PyErr_SetNone(st->BrokenThreadPool);
         }
         return -1;
     }
@@ -930,21 +924,16 @@ tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
         /* Tasks that were running in the parent have no thread here. */
         cf_work *r = p->running;
         p->running = NULL;
+        PyObject *msg = r == NULL ? NULL : PyUnicode_FromString(
+            "the worker thread running this task did not survive os.fork(); "
+            "the parent process still runs it");
         while (r) {
             cf_work *next = r->rnext;
-            PyObject *exc = PyObject_CallFunction(
-                st->BrokenThreadPool, "s",
-                "the worker thread running this task did not survive "
-                "os.fork(); the parent process still runs it");
-            if (exc == NULL
-                || cf_future_complete(st, (FutureObject *)r->future, NULL,
-                                      exc) < 0) {
-                PyErr_WriteUnraisable(r->future);
-            }
-            Py_XDECREF(exc);
+            cf_future_fail(st, r->future, st->BrokenThreadPool, msg);
             work_free(r);
             r = next;
         }
+        Py_XDECREF(msg);
         while (w) {
             cf_work *next = w->next;
             FutureObject *fut = (FutureObject *)w->future;
