@@ -337,6 +337,7 @@ int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);
 void cf_interppool_clear(cf_state *st);
 
 /* sync.c: shared by the pools */
+void cf_log_exc(cf_state *st, PyObject *level, PyObject *args, PyObject *exc);
 void cf_log_critical(cf_state *st, const char *msg, PyObject *exc);
 int cf_join_threads(PyObject *threads);
 

@@ -154,26 +154,14 @@ static void
 log_callback_error(cf_state *st, PyObject *fut, PyObject *exc)
 {
     /* LOGGER.exception('exception calling callback for %r', fut) */
-    PyObject *args = NULL, *kwargs = NULL, *meth = NULL, *r = NULL;
-    meth = PyObject_GetAttr(st->logger, st->str_error);
-    if (meth == NULL) {
-        goto done;
-    }
-    args = Py_BuildValue("(sO)", "exception calling callback for %r", fut);
-    kwargs = PyDict_New();
-    if (args == NULL || kwargs == NULL
-        || PyDict_SetItem(kwargs, st->str_exc_info, exc) < 0) {
-        goto done;
-    }
-    r = PyObject_Call(meth, args, kwargs);
-done:
-    if (r == NULL) {
+    PyObject *args = Py_BuildValue("(sO)", "exception calling callback for %r",
+                                   fut);
+    if (args == NULL) {
         PyErr_WriteUnraisable(fut);
+        return;
     }
-    Py_XDECREF(r);
-    Py_XDECREF(meth);
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
+    cf_log_exc(st, st->str_error, args, exc);
+    Py_DECREF(args);
 }
 
 /* Call fn(fut); Exception subclasses are logged and swallowed, anything
@@ -626,6 +614,36 @@ Future_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     return NULL;
 }
 
+static PyObject *
+one_arg(const char *fname, const char *argname, PyObject *const *args,
+        Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw == 1) {
+        if (nargs == 1) {
+            return args[0];
+        }
+        if (cf_PyUnicode_EqualToUTF8(PyTuple_GET_ITEM(kwnames, 0), argname)) {
+            return args[0];
+        }
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() got an unexpected keyword argument '%S'",
+                     fname, PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs + nkw == 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() missing 1 required positional argument: '%s'",
+                     fname, argname);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "Future.%s() takes 2 positional arguments but %zd were given",
+                     fname, nargs + nkw + 1);
+    }
+    return NULL;
+}
+
 PyDoc_STRVAR(future_add_done_callback_doc,
 "add_done_callback($self, /, fn)\n--\n\n"
 "Attaches a callable that will be called when the future finishes.\n\n"
@@ -639,24 +657,8 @@ Future_add_done_callback(PyObject *self, PyTypeObject *cls,
                          PyObject *kwnames)
 {
     FutureObject *fut = (FutureObject *)self;
-    PyObject *fn;
-    if (nargs == 1 && kwnames == NULL) {
-        fn = args[0];
-    }
-    else if (nargs == 0 && kwnames && PyTuple_GET_SIZE(kwnames) == 1
-             && cf_PyUnicode_EqualToUTF8(PyTuple_GET_ITEM(kwnames, 0), "fn")) {
-        fn = args[0];
-    }
-    else {
-        PyErr_Format(PyExc_TypeError,
-                     "Future.add_done_callback() missing 1 required positional "
-                     "argument: 'fn'");
-        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
-            PyErr_Format(PyExc_TypeError,
-                         "Future.add_done_callback() takes 2 positional arguments "
-                         "but %zd were given",
-                         nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) + 1);
-        }
+    PyObject *fn = one_arg("add_done_callback", "fn", args, nargs, kwnames);
+    if (fn == NULL) {
         return NULL;
     }
     if (!cf_state_is_done(fut->fut_state)) {
@@ -698,36 +700,6 @@ Future_set_running_or_notify_cancel(PyObject *self, PyTypeObject *cls,
         return NULL;
     }
     return PyBool_FromLong(r);
-}
-
-static PyObject *
-one_arg(const char *fname, const char *argname, PyObject *const *args,
-        Py_ssize_t nargs, PyObject *kwnames)
-{
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw == 1) {
-        if (nargs == 1) {
-            return args[0];
-        }
-        if (cf_PyUnicode_EqualToUTF8(PyTuple_GET_ITEM(kwnames, 0), argname)) {
-            return args[0];
-        }
-        PyErr_Format(PyExc_TypeError,
-                     "Future.%s() got an unexpected keyword argument '%S'",
-                     fname, PyTuple_GET_ITEM(kwnames, 0));
-        return NULL;
-    }
-    if (nargs + nkw == 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "Future.%s() missing 1 required positional argument: '%s'",
-                     fname, argname);
-    }
-    else {
-        PyErr_Format(PyExc_TypeError,
-                     "Future.%s() takes 2 positional arguments but %zd were given",
-                     fname, nargs + nkw + 1);
-    }
-    return NULL;
 }
 
 PyDoc_STRVAR(future_set_result_doc,

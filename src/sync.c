@@ -181,15 +181,15 @@ cf_event_wait_gil(cf_event *ev, cf_time_t deadline)
     }
 }
 
-/* LOGGER.critical(msg, exc_info=exc) on the "concurrent.futures" logger,
- * as the stdlib's workers log; never raises, keeps a pending exception. */
+/* LOGGER.<level>(*args, exc_info=exc) on the "concurrent.futures" logger,
+ * the way the stdlib logs callback and worker errors (LOGGER.exception is
+ * error with exc_info); never raises, keeps a pending exception. */
 void
-cf_log_critical(cf_state *st, const char *msg, PyObject *exc)
+cf_log_exc(cf_state *st, PyObject *level, PyObject *args, PyObject *exc)
 {
     PyObject *saved = cf_PyErr_GetRaisedException();
-    PyObject *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
-    meth = PyObject_GetAttr(st->logger, st->str_critical);
-    args = Py_BuildValue("(s)", msg);
+    PyObject *meth = NULL, *kwargs = NULL, *r = NULL;
+    meth = PyObject_GetAttr(st->logger, level);
     kwargs = PyDict_New();
     if (meth != NULL && args != NULL && kwargs != NULL
         && PyDict_SetItem(kwargs, st->str_exc_info,
@@ -201,9 +201,18 @@ cf_log_critical(cf_state *st, const char *msg, PyObject *exc)
     }
     Py_XDECREF(r);
     Py_XDECREF(meth);
-    Py_XDECREF(args);
     Py_XDECREF(kwargs);
     cf_PyErr_SetRaisedException(saved);
+}
+
+void
+cf_log_critical(cf_state *st, const char *msg, PyObject *exc)
+{
+    PyObject *saved = cf_PyErr_GetRaisedException();
+    PyObject *args = Py_BuildValue("(s)", msg);
+    cf_PyErr_SetRaisedException(saved);
+    cf_log_exc(st, st->str_critical, args, exc);
+    Py_XDECREF(args);
 }
 
 /* t.join() for each thread of a snapshot of `threads` (join() releases

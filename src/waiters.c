@@ -423,6 +423,22 @@ foreign_release_all(cf_state *st, PyObject *foreign)
     return rc;
 }
 
+/* The stdlib's _AcquireFutures for the foreign futures among items:
+ * *foreign gets them sorted by id, each with its _condition held.
+ * Returns 1 if any lock is held, 0 if none, -1 on error. */
+static int
+lock_foreign(cf_state *st, PyObject *items, PyObject **foreign)
+{
+    *foreign = collect_foreign(st, items);
+    if (*foreign == NULL) {
+        return -1;
+    }
+    if (PyList_GET_SIZE(*foreign) == 0) {
+        return 0;
+    }
+    return foreign_acquire_all(st, *foreign) < 0 ? -1 : 1;
+}
+
 static int
 future_is_waited(cf_state *st, PyObject *f, int *done)
 {
@@ -631,15 +647,10 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
         if (items == NULL) {
             goto out;
         }
-        foreign = collect_foreign(st, items);
-        if (foreign == NULL) {
+        locked = lock_foreign(st, items, &foreign);
+        if (locked < 0) {
+            locked = 0;
             goto out;
-        }
-        if (PyList_GET_SIZE(foreign)) {
-            if (foreign_acquire_all(st, foreign) < 0) {
-                goto out;
-            }
-            locked = 1;
         }
         n = PyList_GET_SIZE(items);
         v = PySequence_Fast_ITEMS(items);
@@ -808,15 +819,10 @@ ac_start(cf_state *st, AsCompletedObject *it)
         PyErr_NoMemory();
         goto out;
     }
-    foreign = collect_foreign(st, items);
-    if (foreign == NULL) {
+    locked = lock_foreign(st, items, &foreign);
+    if (locked < 0) {
+        locked = 0;
         goto out;
-    }
-    if (PyList_GET_SIZE(foreign)) {
-        if (foreign_acquire_all(st, foreign) < 0) {
-            goto out;
-        }
-        locked = 1;
     }
     it->ready = PyList_New(0);
     if (it->ready == NULL) {
