@@ -18,11 +18,10 @@ build (timings on a shared machine are not test material).
 
 import argparse
 import concurrent.futures
-import gc
-import os
-import statistics
 import sys
 import time
+
+from _common import import_cfutures, run_alternating
 
 TARGET = 10.0
 
@@ -67,41 +66,6 @@ def bench_wait(mod, calls, pending=1000):
     return elapsed / calls
 
 
-def import_cfutures():
-    """cfutures as installed, else as built in place in the repository."""
-    try:
-        import cfutures
-        cfutures.Future
-    except (ImportError, AttributeError):
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        sys.modules.pop("cfutures", None)
-        sys.path.insert(0, repo)
-        try:
-            import cfutures
-            cfutures.Future
-        except (ImportError, AttributeError) as e:
-            print("cfutures is not importable (%s): stdlib numbers only" % e)
-            return None
-    return cfutures
-
-
-def run_case(fn, mods, rounds, arg):
-    samples = {name: [] for name in mods}
-    for r in range(rounds):
-        # Alternate which implementation goes first in each round.
-        order = list(mods.items()) if r % 2 == 0 else list(mods.items())[::-1]
-        for name, mod in order:
-            gc.collect()
-            was = gc.isenabled()
-            gc.disable()
-            try:
-                samples[name].append(fn(mod, arg))
-            finally:
-                if was:
-                    gc.enable()
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def fmt_time(seconds):
     if seconds < 1e-6:
         return "%7.1f ns" % (seconds * 1e9)
@@ -144,7 +108,7 @@ def main(argv=None):
     print(header)
     print("-" * len(header))
     for label, unit, fn, arg in cases:
-        med = run_case(fn, mods, rounds, arg)
+        med = run_alternating(fn, mods, rounds, arg)
         if "cfutures" in med:
             ratio = med["stdlib"] / med["cfutures"]
             verdict = "PASS" if ratio >= TARGET else "FAIL"

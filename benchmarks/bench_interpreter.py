@@ -24,6 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)    # _interp_work: importable by the workers too
 
+from _common import import_cfutures  # noqa: E402
 from _interp_work import noop_arg, spin  # noqa: E402
 
 WORKERS = 2
@@ -82,16 +83,10 @@ def main():
         args.tasks, args.n, args.repeat = 4, 1_000_000, 1
         args.small_tasks, args.small_n = 100, 30_000
 
+    cfutures = import_cfutures("InterpreterPoolExecutor")
+    if cfutures is None:
+        return 1
     try:
-        try:
-            import cfutures                 # installed (pip install .)
-            cfutures.InterpreterPoolExecutor
-        except (ImportError, AttributeError):
-            # else the in-place build of the source tree
-            for name in [m for m in sys.modules if m.startswith("cfutures")]:
-                del sys.modules[name]
-            sys.path.insert(0, os.path.dirname(HERE))
-            import cfutures
         probe = cfutures.InterpreterPoolExecutor(1)
     except NotImplementedError as e:
         print(f"bench_interpreter: skipped: {e}")

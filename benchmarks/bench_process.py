@@ -26,12 +26,10 @@ import statistics
 import sys
 import time
 
+from _common import import_cfutures
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-try:
-    import cfutures                 # installed (pip install .)
-except ImportError:                 # in-place build in the source tree
-    sys.path.insert(0, os.path.dirname(HERE))
-    import cfutures
+cfutures = import_cfutures("ProcessPoolExecutor")
 
 WORKERS = 2
 
@@ -177,6 +175,8 @@ def main():
                     help="2 rounds, a tenth of the sizes")
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
+    if cfutures is None:
+        return 1
     sizes = {"map1": 20000, "submit": 20000, "chunked": 200000, "payload": 64}
     rounds = 5
     if args.quick:

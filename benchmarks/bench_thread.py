@@ -22,14 +22,14 @@ does not judge a build (timings on a shared machine are not test material).
 
 import argparse
 import concurrent.futures
-import gc
 import hashlib
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
+
+from _common import import_cfutures, run_alternating
 
 WORKERS = 2
 
@@ -122,40 +122,6 @@ def bench_sleep(mod, n):
     return bench_submit_all(mod, n, sleep_task)
 
 
-def import_cfutures():
-    """cfutures as installed, else as built in place in the repository."""
-    try:
-        import cfutures
-        cfutures.ThreadPoolExecutor
-    except (ImportError, AttributeError):
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        sys.modules.pop("cfutures", None)
-        sys.path.insert(0, repo)
-        try:
-            import cfutures
-            cfutures.ThreadPoolExecutor
-        except (ImportError, AttributeError) as e:
-            print("cfutures is not importable (%s): stdlib numbers only" % e)
-            return None
-    return cfutures
-
-
-def run_case(fn, mods, rounds, arg):
-    samples = {name: [] for name in mods}
-    for r in range(rounds):
-        order = list(mods.items()) if r % 2 == 0 else list(mods.items())[::-1]
-        for name, mod in order:
-            gc.collect()
-            was = gc.isenabled()
-            gc.disable()
-            try:
-                samples[name].append(fn(mod, arg))
-            finally:
-                if was:
-                    gc.enable()
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def fmt_time(seconds):
     if seconds < 1e-6:
         return "%.0f ns" % (seconds * 1e9)
@@ -178,7 +144,7 @@ def main(argv=None):
     scale = 5 if args.quick else 1
 
     mods = {"stdlib": concurrent.futures}
-    cfutures = import_cfutures()
+    cfutures = import_cfutures('ThreadPoolExecutor')
     if cfutures is not None:
         mods["cfutures"] = cfutures
 
@@ -208,7 +174,7 @@ def main(argv=None):
                          for _, w, a in cols) + "|")
     sys.stdout.flush()
     for label, fn, n, target in cases:
-        med = run_case(fn, mods, rounds, n)
+        med = run_alternating(fn, mods, rounds, n)
         std = fmt_time(med["stdlib"])
         if "cfutures" in med:
             ratio = med["stdlib"] / med["cfutures"]
