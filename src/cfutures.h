@@ -30,12 +30,22 @@ typedef int64_t cf_time_t;
 
 cf_time_t cf_monotonic_ns(void);
 
-/* Parse a Python timeout the way threading.Condition.wait() does:
- * None -> *deadline = CF_FOREVER; "timeout > 0" false -> deadline now;
- * else now + timeout.  TypeError for non-comparable values, OverflowError
- * ("timeout value is too large") past threading.TIMEOUT_MAX.
+/* Read a Python timeout exactly as the running version's
+ * Condition.wait(timeout) does: None -> *deadline = CF_FOREVER; "timeout
+ * > 0" false (NaN too) -> a poll (deadline now); else now + timeout,
+ * saturated.  TypeError/OverflowError/... are the stdlib's own (see sync.c).
  * Returns 0 or -1 with an exception set. */
 int cf_timeout_to_deadline(PyObject *timeout, cf_time_t *deadline);
+
+/* as_completed() and map() (timeout not None): end_time = timeout +
+ * time.monotonic(), computed once (its TypeError is the stdlib's); each
+ * wait is Condition.wait(end_time - time.monotonic()).
+ * cf_end_time_deadline: with check_expired, returns 1 when the time left
+ * is negative (as_completed's TimeoutError) and sleeps for ever on NaN
+ * (the stdlib polls for ever); else 0, or -1 with an exception. */
+PyObject *cf_end_time(PyObject *timeout);
+PyObject *cf_end_time_left(PyObject *end);
+int cf_end_time_deadline(PyObject *end, int check_expired, cf_time_t *deadline);
 
 /* ----------------------------------------------------------- cf_event */
 

@@ -17,7 +17,7 @@ typedef struct {
     PyObject **ring;            /* FIFO of futures */
     Py_ssize_t cap, head, count;
     Py_ssize_t buffersize;      /* 0: unbounded */
-    cf_time_t deadline;
+    PyObject *end_time;         /* timeout + time.monotonic(), or NULL */
     int started;
     int exhausted;
     int running;                /* a thread is inside next() */
@@ -41,7 +41,7 @@ ring_push(MapIteratorObject *it, PyObject *fut)
         it->cap = ncap;
         it->head = 0;
     }
-    it->ring[(it->head + it->count) % it->cap] = fut;    /* steals */
+    it->ring[(it->head + it->count) % it->cap] = fut;    /* steals on success */
     it->count++;
     return 0;
 }
@@ -86,7 +86,11 @@ submit_one(cf_state *st, PyObject *executor, PyObject *fn, PyObject *args,
     if (fut == NULL) {
         return -1;
     }
-    return ring_push(it, fut);
+    if (ring_push(it, fut) < 0) {
+        Py_DECREF(fut);     /* it runs on, as one the stdlib lost to the error */
+        return -1;
+    }
+    return 0;
 }
 
 /* Cancel every future still queued (the generator's finally). */
@@ -132,17 +136,28 @@ map_finish(cf_state *st, MapIteratorObject *it)
     Py_CLEAR(it->zipped);
     Py_CLEAR(it->fn);
     Py_CLEAR(it->executor_ref);
+    Py_CLEAR(it->end_time);
     cf_PyErr_SetRaisedException(exc);
 }
 
-/* _result_or_cancel(fut, timeout) */
+/* _result_or_cancel(fut, end_time - time.monotonic()) */
 static PyObject *
 result_or_cancel(cf_state *st, MapIteratorObject *it, PyObject *f)
 {
     PyObject *res;
     if (cf_is_future(st, f)) {
         FutureObject *fut = (FutureObject *)f;
-        res = cf_future_result_deadline(st, fut, it->deadline);
+        cf_time_t deadline = CF_FOREVER;
+        if (cf_state_is_done(fut->fut_state)) {
+            res = cf_future_result_nowait(st, fut);     /* timeout unread */
+        }
+        else if (it->end_time != NULL
+                 && cf_end_time_deadline(it->end_time, 0, &deadline) < 0) {
+            res = NULL;
+        }
+        else {
+            res = cf_future_result_deadline(st, fut, deadline);
+        }
         if (res == NULL) {
             PyObject *exc = cf_PyErr_GetRaisedException();
             if (cf_future_cancel(st, fut) < 0) {
@@ -152,12 +167,13 @@ result_or_cancel(cf_state *st, MapIteratorObject *it, PyObject *f)
         }
         return res;
     }
-    if (it->deadline == CF_FOREVER) {
+    if (it->end_time == NULL) {
         res = PyObject_CallMethod(f, "result", NULL);
     }
     else {
-        double left = (double)(it->deadline - cf_monotonic_ns()) / 1e9;
-        res = PyObject_CallMethod(f, "result", "d", left);
+        PyObject *left = cf_end_time_left(it->end_time);
+        res = left ? PyObject_CallMethod(f, "result", "O", left) : NULL;
+        Py_XDECREF(left);
     }
     PyObject *exc = cf_PyErr_GetRaisedException();
     PyObject *c = PyObject_CallMethod(f, "cancel", NULL);
@@ -303,6 +319,7 @@ MapIterator_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(it->executor_ref);
     Py_VISIT(it->fn);
     Py_VISIT(it->zipped);
+    Py_VISIT(it->end_time);
     for (Py_ssize_t i = 0; i < it->count; i++) {
         Py_VISIT(it->ring[(it->head + i) % it->cap]);
     }
@@ -316,6 +333,7 @@ MapIterator_clear(PyObject *self)
     Py_CLEAR(it->executor_ref);
     Py_CLEAR(it->fn);
     Py_CLEAR(it->zipped);
+    Py_CLEAR(it->end_time);
     PyObject *f;
     while ((f = ring_pop(it)) != NULL) {
         Py_DECREF(f);
@@ -397,32 +415,23 @@ cf_map(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         buffersize = (overflow || v > PY_SSIZE_T_MAX) ? PY_SSIZE_T_MAX
                                                       : (Py_ssize_t)v;
     }
-    cf_time_t deadline = CF_FOREVER;
+    PyObject *end_time = NULL;
     if (timeout != Py_None) {
-        PyObject *now = PyFloat_FromDouble((double)cf_monotonic_ns() / 1e9);
-        if (now == NULL) {
+        end_time = cf_end_time(timeout);
+        if (end_time == NULL) {
             return NULL;
         }
-        PyObject *end = PyNumber_Add(timeout, now);
-        Py_DECREF(now);
-        if (end == NULL) {
-            return NULL;
-        }
-        double e = PyFloat_AsDouble(end);
-        Py_DECREF(end);
-        if (e == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        deadline = e < 0 ? 0 : (cf_time_t)(e * 1e9);
     }
     PyObject *zipped = PyObject_Call((PyObject *)&PyZip_Type, iterables, NULL);
     if (zipped == NULL) {
+        Py_XDECREF(end_time);
         return NULL;
     }
     MapIteratorObject *it = PyObject_GC_New(MapIteratorObject,
                                             st->MapIterator_type);
     if (it == NULL) {
         Py_DECREF(zipped);
+        Py_XDECREF(end_time);
         return NULL;
     }
     it->executor_ref = NULL;
@@ -431,7 +440,7 @@ cf_map(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     it->ring = NULL;
     it->cap = it->head = it->count = 0;
     it->buffersize = buffersize;
-    it->deadline = deadline;
+    it->end_time = end_time;
     it->started = 0;
     it->exhausted = 0;
     it->running = 0;

@@ -740,7 +740,7 @@ out:
     Py_XDECREF(foreign);
     Py_XDECREF(done);
     Py_XDECREF(not_done);
-    Py_DECREF(items);
+    Py_XDECREF(items);      /* NULL if re-listing failed */
     return result;
 }
 
@@ -752,7 +752,7 @@ typedef struct {
     PyObject *timeout;          /* until started */
     PyObject *ready;            /* list: already finished, popped from end */
     WaiterObject *waiter;
-    cf_time_t deadline;
+    PyObject *end_time;         /* timeout + time.monotonic(), or NULL */
     Py_ssize_t total;
     Py_ssize_t npending;        /* pending at start, not yet yielded */
     int started;
@@ -767,6 +767,7 @@ ac_stop(cf_state *st, AsCompletedObject *it)
     Py_CLEAR(it->fs_arg);
     Py_CLEAR(it->timeout);
     Py_CLEAR(it->ready);
+    Py_CLEAR(it->end_time);
     int rc = 0;
     if (it->waiter != NULL) {
         WaiterObject *w = it->waiter;
@@ -781,24 +782,12 @@ static int
 ac_start(cf_state *st, AsCompletedObject *it)
 {
     it->started = 1;
-    it->deadline = CF_FOREVER;
     if (it->timeout != Py_None) {
         /* end_time = timeout + time.monotonic(), as the stdlib computes. */
-        PyObject *now = PyFloat_FromDouble((double)cf_monotonic_ns() / 1e9);
-        if (now == NULL) {
+        it->end_time = cf_end_time(it->timeout);
+        if (it->end_time == NULL) {
             return -1;
         }
-        PyObject *end = PyNumber_Add(it->timeout, now);
-        Py_DECREF(now);
-        if (end == NULL) {
-            return -1;
-        }
-        double e = PyFloat_AsDouble(end);
-        Py_DECREF(end);
-        if (e == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-        it->deadline = e < 0 ? 0 : (cf_time_t)(e * 1e9);
     }
     PyObject *fs = PySet_New(it->fs_arg);
     if (fs == NULL) {
@@ -950,12 +939,20 @@ AsCompleted_next_impl(PyObject *self)
             }
             return NULL;    /* StopIteration */
         }
-        if (it->deadline != CF_FOREVER && cf_monotonic_ns() > it->deadline) {
-            PyErr_Format(st->TimeoutError, "%zd (of %zd) futures unfinished",
-                         it->npending, it->total);
-            return ac_fail(st, it);
+        cf_time_t deadline = CF_FOREVER;
+        if (it->end_time != NULL) {
+            int r = cf_end_time_deadline(it->end_time, 1, &deadline);
+            if (r < 0) {
+                return ac_fail(st, it);
+            }
+            if (r > 0) {
+                PyErr_Format(st->TimeoutError,
+                             "%zd (of %zd) futures unfinished",
+                             it->npending, it->total);
+                return ac_fail(st, it);
+            }
         }
-        if (waiter_sleep(w, it->deadline) < 0) {
+        if (waiter_sleep(w, deadline) < 0) {
             return ac_fail(st, it);
         }
     }
@@ -1001,6 +998,7 @@ AsCompleted_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(it->fs_arg);
     Py_VISIT(it->timeout);
     Py_VISIT(it->ready);
+    Py_VISIT(it->end_time);
     Py_VISIT(it->waiter);
     return 0;
 }
@@ -1012,6 +1010,7 @@ AsCompleted_clear(PyObject *self)
     Py_CLEAR(it->fs_arg);
     Py_CLEAR(it->timeout);
     Py_CLEAR(it->ready);
+    Py_CLEAR(it->end_time);
     Py_CLEAR(it->waiter);
     return 0;
 }
@@ -1078,7 +1077,7 @@ cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
     it->timeout = Py_NewRef(timeout);
     it->ready = NULL;
     it->waiter = NULL;
-    it->deadline = CF_FOREVER;
+    it->end_time = NULL;
     it->total = it->npending = 0;
     it->started = it->exhausted = it->running = 0;
     PyObject_GC_Track(it);
