@@ -47,6 +47,12 @@ PyObject *cf_end_time(PyObject *timeout);
 PyObject *cf_end_time_left(PyObject *end);
 int cf_end_time_deadline(PyObject *end, int check_expired, cf_time_t *deadline);
 
+/* 1 when this thread's C stack is nearly used up (stacks grow down on
+ * every platform we build for): native recursion (a done-callback that
+ * completes another future) stops there with RecursionError, whatever
+ * sys.setrecursionlimit() says. */
+int cf_stack_low(void);
+
 /* ----------------------------------------------------------- cf_event */
 
 /* A one-shot-ish wake-up: a POSIX semaphore (sem_wait is interrupted by

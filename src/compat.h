@@ -127,4 +127,76 @@ cf_PyWeakref_GetRef(PyObject *ref, PyObject **pobj)
 #define cf_PyWeakref_GetRef PyWeakref_GetRef
 #endif
 
+/* Recursion accounting of a done-callback chain (future.c).  The stdlib's
+ * chain is Python frames: set_result, Condition.__enter__/notify_all,
+ * _invoke_callbacks, the callback; a chain stops at the link where one of
+ * them no longer fits under sys.getrecursionlimit().  Ours costs the
+ * callback's frame (entered from C) and one Py_EnterRecursiveCall per
+ * link; to stop at the same link, set_result() on a future with callbacks
+ * first checks the head-room the stdlib's frames need and holds the
+ * frames it keeps during the callbacks (counts measured against each
+ * version's stdlib).  3.10-3.11 count C calls and Python frames on one
+ * counter (Py_EnterRecursiveCall); 3.12-3.13 count Python frames apart,
+ * so charge PyThreadState.py_recursion_remaining as _Py_EnterRecursivePy
+ * does (a field of the public cpython/pystate.h). */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
+#define CF_SET_RESULT_CHECK 2
+#define CF_SET_RESULT_HOLD 1
+#define CF_CALLBACK_FRAMES 1
+static inline int
+cf_enter_py_frames(PyThreadState *ts, int n)
+{
+    ts->py_recursion_remaining -= n;
+    if (ts->py_recursion_remaining < 0) {
+        ts->py_recursion_remaining += n;
+        PyErr_SetString(PyExc_RecursionError,
+                        "maximum recursion depth exceeded");
+        return -1;
+    }
+    return 0;
+}
+static inline void
+cf_leave_py_frames(PyThreadState *ts, int n)
+{
+    ts->py_recursion_remaining += n;
+}
+#elif PY_VERSION_HEX < 0x030C0000
+#define CF_SET_RESULT_CHECK 2
+#define CF_SET_RESULT_HOLD 0
+#define CF_CALLBACK_FRAMES 0
+static inline int
+cf_enter_py_frames(PyThreadState *ts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (Py_EnterRecursiveCall("")) {
+            while (i-- > 0) {
+                Py_LeaveRecursiveCall();
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+static inline void
+cf_leave_py_frames(PyThreadState *ts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        Py_LeaveRecursiveCall();
+    }
+}
+#else   /* 3.14+: the interpreter guards the C stack itself */
+#define CF_SET_RESULT_CHECK 0
+#define CF_SET_RESULT_HOLD 0
+#define CF_CALLBACK_FRAMES 0
+static inline int
+cf_enter_py_frames(PyThreadState *ts, int n)
+{
+    return 0;
+}
+static inline void
+cf_leave_py_frames(PyThreadState *ts, int n)
+{
+}
+#endif
+
 #endif /* CF_COMPAT_H */

@@ -150,37 +150,88 @@ call_py_waiters(FutureObject *fut, PyObject *name)
 
 /* ----------------------------------------------------------- callbacks */
 
-static void
+/* LOGGER.exception('exception calling callback for %r', fut), inside the
+ * stdlib's "except Exception:" block: an error raised by the logging
+ * itself (a RecursionError deep in a callback chain) propagates, with the
+ * callback's exception as its context.  0, or -1 with it set. */
+static int
 log_callback_error(cf_state *st, PyObject *fut, PyObject *exc)
 {
-    /* LOGGER.exception('exception calling callback for %r', fut) */
+    PyObject *r = NULL, *kwargs = NULL, *meth = NULL;
     PyObject *args = Py_BuildValue("(sO)", "exception calling callback for %r",
                                    fut);
-    if (args == NULL) {
-        PyErr_WriteUnraisable(fut);
-        return;
+    if (args != NULL) {
+        /* LOGGER.exception, not .error: the same frames as the stdlib */
+        meth = PyObject_GetAttr(st->logger, st->str_exception);
     }
-    cf_log_exc(st, st->str_error, args, exc);
-    Py_DECREF(args);
+    if (meth != NULL) {
+        kwargs = PyDict_New();
+    }
+    if (kwargs != NULL
+        && PyDict_SetItem(kwargs, st->str_exc_info, exc) == 0) {
+        r = PyObject_Call(meth, args, kwargs);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(meth);
+    Py_XDECREF(kwargs);
+    if (r == NULL) {
+        PyObject *err = cf_PyErr_GetRaisedException();
+        if (err != exc) {
+            PyException_SetContext(err, Py_NewRef(exc));
+        }
+        cf_PyErr_SetRaisedException(err);
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 /* Call fn(fut); Exception subclasses are logged and swallowed, anything
- * else (KeyboardInterrupt, SystemExit) propagates as in the stdlib. */
+ * else (KeyboardInterrupt, SystemExit) propagates as in the stdlib.
+ *
+ * A callback that completes another future runs that future's callbacks
+ * from inside this call: a chain of them recurses in C.  The stdlib's
+ * chain is Python frames and ends in a logged RecursionError; ours counts
+ * against the recursion limit too (Py_EnterRecursiveCall) and, whatever
+ * the limit is set to, never lets the C stack run low (cf_stack_low). */
 static int
 call_callback(cf_state *st, PyObject *fut, PyObject *fn)
 {
-    PyObject *r = PyObject_CallOneArg(fn, fut);
+    PyObject *r = NULL;
+    PyThreadState *ts = PyThreadState_Get();
+    int entered = 0;
+    if (cf_stack_low()) {
+        PyErr_SetString(PyExc_RecursionError,
+                        "maximum recursion depth exceeded while calling a "
+                        "Python object");
+    }
+    else if (Py_EnterRecursiveCall(" while calling a Python object") == 0) {
+        entered = 1;
+        if (cf_enter_py_frames(ts, CF_CALLBACK_FRAMES) == 0) {
+            entered = 2;
+            r = PyObject_CallOneArg(fn, fut);
+        }
+    }
+    int rc = 0;
     if (r != NULL) {
         Py_DECREF(r);
-        return 0;
     }
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        return -1;
+    else if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        rc = -1;
     }
-    PyObject *exc = cf_PyErr_GetRaisedException();
-    log_callback_error(st, fut, exc);
-    Py_DECREF(exc);
-    return 0;
+    else {
+        /* logged at the depth the stdlib's _invoke_callbacks logs from */
+        PyObject *exc = cf_PyErr_GetRaisedException();
+        rc = log_callback_error(st, fut, exc);
+        Py_DECREF(exc);
+    }
+    if (entered == 2) {
+        cf_leave_py_frames(ts, CF_CALLBACK_FRAMES);
+    }
+    if (entered) {
+        Py_LeaveRecursiveCall();
+    }
+    return rc;
 }
 
 /* Run and drop the callbacks.  The list is moved out first: a callback may
@@ -702,6 +753,26 @@ Future_set_running_or_notify_cancel(PyObject *self, PyTypeObject *cls,
     return PyBool_FromLong(r);
 }
 
+/* cf_future_complete from Python: see cf_enter_py_frames (compat.h). */
+static int
+complete_from_python(cf_state *st, FutureObject *fut, PyObject *result,
+                     PyObject *exc)
+{
+#if CF_SET_RESULT_CHECK
+    if (fut->fut_callbacks != NULL && PyList_GET_SIZE(fut->fut_callbacks)) {
+        PyThreadState *ts = PyThreadState_Get();
+        if (cf_enter_py_frames(ts, CF_SET_RESULT_CHECK) < 0) {
+            return -1;
+        }
+        cf_leave_py_frames(ts, CF_SET_RESULT_CHECK - CF_SET_RESULT_HOLD);
+        int rc = cf_future_complete(st, fut, result, exc);
+        cf_leave_py_frames(ts, CF_SET_RESULT_HOLD);
+        return rc;
+    }
+#endif
+    return cf_future_complete(st, fut, result, exc);
+}
+
 PyDoc_STRVAR(future_set_result_doc,
 "set_result($self, /, result)\n--\n\n"
 "Sets the return value of work associated with the future.\n\n"
@@ -715,8 +786,8 @@ Future_set_result(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     if (result == NULL) {
         return NULL;
     }
-    if (cf_future_complete(PyType_GetModuleState(cls), (FutureObject *)self,
-                           result, NULL) < 0) {
+    if (complete_from_python(PyType_GetModuleState(cls), (FutureObject *)self,
+                             result, NULL) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -739,12 +810,12 @@ Future_set_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     FutureObject *fut = (FutureObject *)self;
     if (exc == Py_None) {
         /* Stored as None: the future "returned" its (None) result. */
-        if (cf_future_complete(st, fut, fut->fut_result, NULL) < 0) {
+        if (complete_from_python(st, fut, fut->fut_result, NULL) < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
     }
-    if (cf_future_complete(st, fut, NULL, exc) < 0) {
+    if (complete_from_python(st, fut, NULL, exc) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -7,6 +7,36 @@
 
 int cf_gil_free_hint = 0;
 
+/* ---------------------------------------------------------- C stack */
+
+/* Lowest address this thread's native recursion may reach: the stack's
+ * end plus a margin left for the Python code (and logging) that runs at
+ * the deepest level.  Found once per thread; 1 = not yet known. */
+#define CF_STACK_MARGIN (256 * 1024)
+static _Thread_local uintptr_t stack_floor = 1;
+
+int
+cf_stack_low(void)
+{
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    if (stack_floor == 1) {
+        stack_floor = 0;        /* unknown: no check */
+        pthread_attr_t a;
+        if (pthread_getattr_np(pthread_self(), &a) == 0) {
+            void *lo;
+            size_t size;
+            if (pthread_attr_getstack(&a, &lo, &size) == 0
+                && (uintptr_t)lo < here && here - (uintptr_t)lo <= size) {
+                size_t margin = size / 4 < CF_STACK_MARGIN ? size / 4
+                                                           : CF_STACK_MARGIN;
+                stack_floor = (uintptr_t)lo + margin;
+            }
+            pthread_attr_destroy(&a);
+        }
+    }
+    return here < stack_floor;
+}
+
 void
 cf_spin_for_gil(void)
 {
