@@ -44,6 +44,23 @@ class Future(_cfutures.CFuture, _std.Future):
 
     __module__ = "cfutures"
 
+    def __copy__(self):
+        # The stdlib's copy.copy() copies the instance __dict__: the copy
+        # has the state and outcome as they are, and the same _condition,
+        # _waiters and _done_callbacks objects.
+        cls = self.__class__
+        new = cls.__new__(cls)
+        new.__dict__.update(self.__dict__)
+        new._cf_copy_state(self)
+        return new
+
+    def __deepcopy__(self, memo):
+        # The stdlib's deepcopy fails on its _condition's RLock, first in
+        # its __dict__: fail there the same way.
+        import copy
+        copy.deepcopy(self._condition, memo)
+        raise TypeError("cannot pickle %r object" % type(self).__name__)
+
 
 _cfutures._set_future_class(Future)
 

@@ -173,6 +173,7 @@ struct cf_link {
     Py_ssize_t index;       /* owner's bookkeeping */
     int linked;
     int fired;
+    int orphaned;           /* detached by Future.__init__() (see there) */
 };
 
 /* -------------------------------------------------------------- future */

@@ -1096,14 +1096,85 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     FutureObject *fut = (FutureObject *)self;
-    if (fut->fut_links != NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot re-initialize a future that is waited on");
-        return -1;
+    /* The stdlib's __init__ makes a new _condition and _waiters: a thread
+     * blocked on the old ones is never woken (result() sleeps out its
+     * timeout, then reads the state; wait()/as_completed() then fail to
+     * remove their waiter from the new list).  Orphan our links the same
+     * way; their owners, not the future, hold their memory. */
+    for (cf_link *l = fut->fut_links, *next; l != NULL; l = next) {
+        next = l->next;
+        l->prev = l->next = NULL;
+        l->linked = 0;
+        l->orphaned = 1;
     }
+    fut->fut_links = NULL;
     CF_SET_STATE(fut, CF_PENDING);
     Future_clear(self);
     return 0;
+}
+
+PyDoc_STRVAR(future_copy_state_doc,
+"_cf_copy_state($self, other, /)\n--\n\n"
+"copy.copy() support: take other's state and outcome, and share its\n"
+"_condition, _waiters and _done_callbacks (the stdlib's copy shares its\n"
+"__dict__'s objects).  Native waiters stay with other.");
+
+static PyObject *
+Future__cf_copy_state(PyObject *self, PyObject *other)
+{
+    cf_state *st = future_state(self);
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!cf_is_future(st, other)) {
+        PyErr_SetString(PyExc_TypeError, "_cf_copy_state() needs a Future");
+        return NULL;
+    }
+    FutureObject *src = (FutureObject *)other;
+    FutureObject *dst = (FutureObject *)self;
+    if (dst->fut_links != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "future is waited on");
+        return NULL;
+    }
+    /* Make the shared objects exist in src first (may run Python). */
+    PyObject *cond = Future_get_condition(other, NULL);
+    if (cond == NULL) {
+        return NULL;
+    }
+    Py_DECREF(cond);
+    PyObject *w = Future_get_waiters(other, NULL);
+    if (w == NULL) {
+        return NULL;
+    }
+    Py_DECREF(w);
+    PyObject *cbs = Future_get_done_callbacks(other, NULL);
+    if (cbs == NULL) {
+        return NULL;
+    }
+    Py_DECREF(cbs);
+    Py_XSETREF(dst->fut_result, Py_XNewRef(src->fut_result));
+    Py_XSETREF(dst->fut_exception, Py_XNewRef(src->fut_exception));
+    Py_XSETREF(dst->fut_condition, Py_XNewRef(src->fut_condition));
+    Py_XSETREF(dst->fut_waiters, Py_XNewRef(src->fut_waiters));
+    Py_XSETREF(dst->fut_callbacks, Py_XNewRef(src->fut_callbacks));
+    CF_SET_STATE(dst, src->fut_state);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(future_native_waiters_doc,
+"_cf_native_waiters($self, /)\n--\n\n"
+"Debugging aid for tests: the number of native waiter links (blocked\n"
+"result()/exception(), wait(), as_completed()) on this future; they are\n"
+"not in _waiters.");
+
+static PyObject *
+Future__cf_native_waiters(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = 0;
+    for (cf_link *l = ((FutureObject *)self)->fut_links; l; l = l->next) {
+        n++;
+    }
+    return PyLong_FromSsize_t(n);
 }
 
 #define METH_FAST (METH_METHOD | METH_FASTCALL | METH_KEYWORDS)
@@ -1129,6 +1200,9 @@ static PyMethodDef Future_methods[] = {
      METH_FAST, future_set_exception_doc},
     {"_invoke_callbacks", (PyCFunction)(void (*)(void))Future__invoke_callbacks,
      METH_FAST, future_invoke_callbacks_doc},
+    {"_cf_copy_state", Future__cf_copy_state, METH_O, future_copy_state_doc},
+    {"_cf_native_waiters", Future__cf_native_waiters, METH_NOARGS,
+     future_native_waiters_doc},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
      PyDoc_STR("See PEP 585")},
     {NULL, NULL}

@@ -228,6 +228,16 @@ waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
     if (l->linked) {
         cf_future_unlink((FutureObject *)fut, l);
     }
+    else if (l->orphaned) {
+        /* the stdlib's f._waiters.remove(waiter) on the list a second
+         * __init__() made */
+        l->orphaned = 0;
+        PyErr_SetString(PyExc_ValueError, "list.remove(x): x not in list");
+        rc = -1;
+    }
+    else if (st != NULL && cf_is_future(st, fut)) {
+        /* native, already fired and unlinked */
+    }
     else if (w->foreign != NULL && st != NULL) {
         /* foreign: marked by a dict entry */
         rc = foreign_remove(st, w, fut);
@@ -866,12 +876,20 @@ out:
     return rc;
 }
 
+/* The generator's finally: an error removing the waiters replaces the
+ * one in flight (which becomes its context). */
 static PyObject *
 ac_fail(cf_state *st, AsCompletedObject *it)
 {
     PyObject *exc = cf_PyErr_GetRaisedException();
     if (ac_stop(st, it) < 0) {
-        PyErr_Clear();
+        PyObject *err = cf_PyErr_GetRaisedException();
+        if (exc != NULL && err != exc) {
+            PyException_SetContext(err, exc);
+            exc = NULL;
+        }
+        Py_XDECREF(exc);
+        exc = err;
     }
     cf_PyErr_SetRaisedException(exc);
     return NULL;

@@ -251,6 +251,18 @@ class RecordingWaiter:
         self.calls.append(("add_cancelled", future))
 
 
+def waiters_left(f):
+    """Waiters still attached to ``f``, for either implementation: the stdlib's
+    waiter objects in ``f._waiters``, plus cfutures' native waiter links (a
+    blocked result(), wait() or as_completed()), which ``_waiters`` never
+    holds.  Every "no waiter is left" assertion goes through this."""
+    n = len(f._waiters)
+    native = getattr(f, "_cf_native_waiters", None)
+    if native is not None:
+        n += native()
+    return n
+
+
 def run_bounded(fn, *args, _bound=LONG, **kwargs):
     """Run fn in a daemon thread; fail (instead of hanging the whole run) if it
     does not return within ``_bound`` seconds.  Returns fn's value or

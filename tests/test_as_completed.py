@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from conftest import LONG, SHORT_DELAY, make_future, outcome, raised
+from conftest import LONG, SHORT_DELAY, make_future, outcome, raised, waiters_left
 
 KINDS = ["own", "foreign"]  # foreign: plain concurrent.futures futures
 
@@ -22,7 +22,7 @@ def future_factory(impl, kind):
 
 
 def no_waiters(*fs):
-    return all(list(f._waiters) == [] for f in fs)
+    return all(waiters_left(f) == 0 for f in fs)
 
 
 def test_returns_iterator(impl):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import LONG, SHORT_DELAY, make_future, run_bounded
+from conftest import LONG, SHORT_DELAY, make_future, run_bounded, waiters_left
 
 STD = concurrent.futures
 
@@ -51,7 +51,7 @@ def complete_all(fs, delay=0.01):
 
 
 def no_waiters(fs):
-    return all(list(f._waiters) == [] for f in fs)
+    return all(waiters_left(f) == 0 for f in fs)
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import concurrent.futures
 
 import pytest
 
-from conftest import LONG, SHORT_DELAY, STATES, make_future, outcome, run_bounded
+from conftest import (LONG, SHORT_DELAY, STATES, make_future, outcome, run_bounded,
+                      waiters_left)
 
 RETURN_WHENS = ["ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
@@ -62,7 +63,7 @@ def test_state_matrix_without_blocking(same, return_when, timeout):
             fs = {"%d-%s" % (i, s): make_future(m, s) for i, s in enumerate(combo)}
             r = m.wait(list(fs.values()), timeout=timeout, return_when=return_when)
             out.append((combo, named(fs, r)))
-            assert all(list(f._waiters) == [] for f in fs.values())
+            assert all(waiters_left(f) == 0 for f in fs.values())
         return out
 
     out = same(scenario)
@@ -156,7 +157,7 @@ def test_invalid_return_when(same, bad):
                 o = ("ok", len(o[1].done), len(o[1].not_done))
             out.append((combo, o))
             # No waiter is left behind when it raised.
-            assert all(list(f._waiters) == [] for f in fs)
+            assert all(waiters_left(f) == 0 for f in fs)
         return out
 
     out = dict(same(scenario))
@@ -192,7 +193,7 @@ def test_first_exception_with_already_raised(impl):
     r = impl.wait([pending, raised_f, finished], return_when=impl.FIRST_EXCEPTION)
     assert r.done == {raised_f, finished}
     assert r.not_done == {pending}
-    assert list(pending._waiters) == []
+    assert waiters_left(pending) == 0
 
 
 def test_first_exception_ignores_cancelled(impl):
@@ -214,7 +215,7 @@ def test_first_exception_wakes_on_exception(impl, threads):
     r = impl.wait([ok, bad, never], timeout=LONG, return_when=impl.FIRST_EXCEPTION)
     assert bad in r.done
     assert r.not_done == {never}
-    assert all(list(f._waiters) == [] for f in (ok, bad, never))
+    assert all(waiters_left(f) == 0 for f in (ok, bad, never))
 
 
 @pytest.mark.timeout(60)
@@ -245,7 +246,7 @@ def test_timeout_expires_with_nothing_done(impl, return_when):
     r = impl.wait(fs, timeout=0.02, return_when=return_when)
     check_result_type(impl, r)
     assert r.done == set() and r.not_done == set(fs)
-    assert all(list(f._waiters) == [] for f in fs)
+    assert all(waiters_left(f) == 0 for f in fs)
     # Still usable afterwards.
     fs[0].set_result(1)
     assert fs[0].result() == 1
@@ -268,7 +269,7 @@ def test_all_completed_from_threads(impl, threads, timeout):
     r = impl.wait(fs, timeout=timeout)
     assert r.done == set(fs) and r.not_done == set()
     assert all(f.done() for f in fs)
-    assert all(list(f._waiters) == [] for f in fs)
+    assert all(waiters_left(f) == 0 for f in fs)
 
 
 @pytest.mark.timeout(60)
@@ -289,7 +290,7 @@ def test_first_completed_from_thread(impl, threads, how):
     r = impl.wait(fs, timeout=LONG, return_when=impl.FIRST_COMPLETED)
     assert r.done == {fs[1]}
     assert r.not_done == {fs[0], fs[2]}
-    assert all(list(f._waiters) == [] for f in fs)
+    assert all(waiters_left(f) == 0 for f in fs)
 
 
 @pytest.mark.timeout(60)
@@ -344,7 +345,7 @@ def test_no_lost_wakeup_under_races(impl, return_when):
                 impl.wait(fs, timeout=LONG)
             else:
                 assert r.not_done == set(), "lost wake-up"
-            assert all(list(f._waiters) == [] for f in fs)
+            assert all(waiters_left(f) == 0 for f in fs)
     finally:
         q.put(None)
         t.join(LONG)
@@ -397,4 +398,4 @@ def test_several_waiters_on_the_same_futures(impl):
         t.join(LONG)
     assert not any(t.is_alive() for t in ts)
     assert results == {"all": (50, 0), "exc": (50, 0), "iter1": 50, "iter2": 50}
-    assert all(list(f._waiters) == [] for f in fs)
+    assert all(waiters_left(f) == 0 for f in fs)
