@@ -122,6 +122,17 @@ def child_pids():
     return out
 
 
+def stray_children():
+    """child_pids() less multiprocessing's own long-lived helpers (the
+    resource tracker, the forkserver), which outlive every pool by design:
+    what is left is a worker that was not reaped."""
+    import multiprocessing.forkserver as fs
+    import multiprocessing.resource_tracker as rt
+    keep = {getattr(rt._resource_tracker, "_pid", None),
+            getattr(fs._forkserver, "_forkserver_pid", None)}
+    return [c for c in child_pids() if c[0] not in keep]
+
+
 def fd_count():
     return len(os.listdir(f"/proc/{os.getpid()}/fd"))
 

@@ -24,6 +24,7 @@ from conftest import (
     outcome,
     raised,
     run_bounded,
+    waiters_left,
 )
 
 
@@ -1106,3 +1107,76 @@ def test_concurrent_next_on_one_as_completed_iterator(impl):
     proc = run_script(impl, code, timeout=75)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == ["alive False", "unique True 300", "errors True"]
+
+
+# ---------------------------------------------------------------------------
+# copy.copy(), and __init__() again on a future another thread waits on
+# ---------------------------------------------------------------------------
+
+
+def test_copy_like_stdlib(same):
+    """The stdlib's copy.copy() copies the instance __dict__: the copy has the
+    state and outcome, and shares _condition, _waiters and _done_callbacks;
+    deepcopy fails on the condition's RLock."""
+    import copy
+
+    def scenario(mod):
+        out = []
+        for state in ("pending", "running", "finished", "raised", "cancelled"):
+            f = make_future(mod, state)
+            g = copy.copy(f)
+            out.append((state, type(g) is type(f), g._state, g._condition is f._condition,
+                        g._waiters is f._waiters, g._done_callbacks is f._done_callbacks,
+                        outcome(g.exception, 0), outcome(g.result, 0)))
+        f = mod.Future()
+        g = copy.copy(f)
+        calls = []
+        g.add_done_callback(lambda x: calls.append(x is g))
+        f.set_result(1)
+        out.append((g._state, f._state, list(calls)))
+        g.set_result(2)
+        out.append((g.result(), f.result(), list(calls)))
+        out.append(outcome(copy.deepcopy, f))
+        return out
+
+    same(scenario)
+
+
+def _reinit_while_blocked(impl, threads, call, visible):
+    """Thread A blocks in call(f); then f.__init__() and f.set_result('x')."""
+    f = impl.Future()
+    box = {}
+    t = threads(lambda: box.setdefault("r", outcome(call, f)))
+    deadline = time.monotonic() + LONG
+    if visible:
+        while waiters_left(f) == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert waiters_left(f) == 1
+    else:
+        time.sleep(SHORT_DELAY)     # the outcome is the same if A is late
+    f.__init__()
+    assert f._state == "PENDING"
+    f.set_result("x")
+    t.join(LONG)
+    assert waiters_left(f) == 0
+    return box["r"]
+
+
+def test_reinit_while_result_waits(impl, threads):
+    """The stdlib's __init__ makes a new _condition: the blocked result() is
+    not woken, sleeps out its timeout, then reads the (new) state."""
+    r = _reinit_while_blocked(impl, threads, lambda f: f.result(0.3), visible=False)
+    assert r == ("ok", "x")
+
+
+def test_reinit_while_wait_waits(impl, threads):
+    """wait() is not woken either, then fails to remove its waiter from the
+    new _waiters list: ValueError, as the stdlib's."""
+    r = _reinit_while_blocked(impl, threads, lambda f: impl.wait([f], 0.3), visible=True)
+    assert r == ("raise", ValueError, "list.remove(x): x not in list")
+
+
+def test_reinit_while_as_completed_waits(impl, threads):
+    r = _reinit_while_blocked(impl, threads, lambda f: list(impl.as_completed([f], 0.3)),
+                              visible=True)
+    assert r == ("raise", ValueError, "list.remove(x): x not in list")

@@ -10,6 +10,7 @@ import gc
 import os
 import sys
 import threading
+import tracemalloc
 import weakref
 
 import pytest
@@ -39,22 +40,48 @@ def impl_id(impl):
     return "stdlib" if impl.__name__ == "concurrent.futures" else "cfutures"
 
 
+# tracemalloc phase: iterations per pass, and the most the traced memory may
+# grow over a pass.  Warm-up passes fill free lists, caches and spin budgets;
+# after them a steady scenario allocates and frees the same amount, so any
+# leak through Python's allocators (objects, cfutures' PyMem_* buffers) of
+# TRACE_SLACK / TRACE_N = 0.33 bytes per iteration or more fails.
+TRACE_N = 50_000
+TRACE_SLACK = 16 * 1024
+
+
 def check_no_growth(run, n):
     """Warm up with n iterations, then require that n more leave RSS and the
-    GC object count (nearly) unchanged."""
+    GC object count (nearly) unchanged; then, under tracemalloc, that
+    TRACE_N more leave Python's allocators where they were."""
     run(n)
     gc.collect()
     rss0, objs0 = rss(), tracked()
     run(n)
     gc.collect()
     rss1, objs1 = rss(), tracked()
-    # A leak of a single small object (>= 32 bytes) per iteration is well
-    # above this bound for n = 1e6; the object-count bound catches any leaked
-    # container (futures, exceptions, lists, closures) at every n.
+    # RSS moves by whole pages and arenas (a few MB of noise), so it only
+    # bounds what tracemalloc cannot see, memory from plain malloc (pthread
+    # and semaphore state): >= 4 bytes per iteration over n = 1e6 (cfutures),
+    # >= 40 at n = 1e5.  The exact check is the tracemalloc one below.
     limit = 4 * 2 ** 20 + 4 * n
     assert UNDER_ASAN or rss1 - rss0 < limit, "RSS grew by %d bytes over %d iterations" % (rss1 - rss0, n)
     assert objs1 - objs0 < 1000, "%d more GC-tracked objects after %d iterations" % (
         objs1 - objs0, n)
+    nt = min(n, TRACE_N)
+    tracemalloc.start()
+    try:
+        run(nt)
+        gc.collect()
+        run(nt)
+        gc.collect()
+        m0 = tracemalloc.get_traced_memory()[0]
+        run(nt)
+        gc.collect()
+        m1 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert m1 - m0 < TRACE_SLACK, "traced memory grew by %d bytes over %d iterations" % (
+        m1 - m0, nt)
 
 
 # ---------------------------------------------------------------------------
