@@ -585,7 +585,7 @@ def report(std, cf, excused, args, ver, wall):
     for t in unexpected:
         o, d = cf.get(t, ('pass', ''))
         log('UNEXPECTED %s: %s' % (o.upper(), t))
-        log(short(d, 200 if args.verbose else 4))
+        log(short(d, 200 if args.verbose else 6))
     log('')
     if unexpected:
         log('Unexpected failures (passing against the stdlib, not excused in %s):'
