@@ -283,7 +283,7 @@ def run_job(job, args, driver, stop):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [job.tree] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
     env.pop('PYTHONFAULTHANDLER', None)
-    logpath = os.path.join(job.workdir, 'output.log')
+    logfile = os.path.join(job.workdir, 'output.log')
     while remaining and not stop.is_set():
         attempt += 1
         results_path = os.path.join(job.workdir, 'results-%d.jsonl' % attempt)
@@ -291,6 +291,7 @@ def run_job(job, args, driver, stop):
         with open(select_path, 'w') as f:
             f.write('\n'.join(remaining))
         open(results_path, 'w').close()
+        logpath = logfile
         with open(logpath, 'ab') as logf:
             logf.write(b'\n===== attempt %d =====\n' % attempt)
             logf.flush()
@@ -345,6 +346,11 @@ def run_job(job, args, driver, stop):
                 break
             time.sleep(0.1)
         _kill_group(proc)    # stray workers of this run
+        if hung is not None or (current and rc != 0):
+            # The temporary directory goes away: keep the thread dump.
+            with open(logpath, 'rb') as f:
+                tail = f.read().decode(errors='replace').rsplit('===== attempt', 1)[-1]
+            logpath = 'output (last 80 lines):\n' + '\n'.join(tail.splitlines()[-80:])
         exit_id = '%s [%s: process exit]' % (job.module, job.flavour)
         teardown_id = '%s [%s: teardown]' % (job.module, job.flavour)
         if hung is not None:
@@ -451,10 +457,13 @@ def main(argv=None):
                    help='parallel test processes (default 4; the suite mostly sleeps)')
     p.add_argument('-k', dest='pattern', action='append', default=[],
                    help='only tests whose id contains this (repeatable)')
-    p.add_argument('--test-timeout', type=float, default=90,
-                   help='seconds without progress before a test counts as hung (default 90)')
-    p.add_argument('--exit-timeout', type=float, default=60,
-                   help='seconds allowed for a test process to exit (default 60)')
+    p.add_argument('--test-timeout', type=float, default=60,
+                   help='seconds without progress before a test counts as hung '
+                        '(default 60; the suite\'s own timeouts are 30 s)')
+    p.add_argument('--chunk', type=int, default=12,
+                   help='at most this many tests per subprocess (default 12)')
+    p.add_argument('--exit-timeout', type=float, default=30,
+                   help='seconds allowed for a test process to exit (default 30)')
     p.add_argument('--job-timeout', type=float, default=900,
                    help='seconds after which a job stops starting its remaining tests')
     p.add_argument('--excused', default=os.path.join(HERE, 'excused.txt'))
@@ -511,12 +520,18 @@ def main(argv=None):
             for t in ids[m]:
                 groups.setdefault(flavour_of(t), []).append(t)
             for fl, group in groups.items():
-                for side in ('cfutures', 'stdlib'):
-                    wd = os.path.join(tmp, 'run', side, '%s-%s' % (m, fl))
-                    os.makedirs(wd)
-                    job = Job(side, trees[side], m, fl, group, wd)
-                    job.label = '%s:%s[%s]' % (side, m.rsplit('.', 1)[-1], fl)
-                    jobs.append(job)
+                # Chunks of at most --chunk tests balance the load and
+                # bound what one hang costs.
+                n = -(-len(group) // args.chunk)
+                for k in range(n):
+                    chunk = group[k * len(group) // n:(k + 1) * len(group) // n]
+                    part = '%s.%d' % (fl, k + 1) if n > 1 else fl
+                    for side in ('cfutures', 'stdlib'):
+                        wd = os.path.join(tmp, 'run', side, '%s-%s' % (m, part))
+                        os.makedirs(wd)
+                        job = Job(side, trees[side], m, part, chunk, wd)
+                        job.label = '%s:%s[%s]' % (side, m.rsplit('.', 1)[-1], part)
+                        jobs.append(job)
 
         def rank(job):
             short_mod = job.module.rsplit('.', 1)[-1]
@@ -585,7 +600,7 @@ def report(std, cf, excused, args, ver, wall):
     for t in unexpected:
         o, d = cf.get(t, ('pass', ''))
         log('UNEXPECTED %s: %s' % (o.upper(), t))
-        log(short(d, 200 if args.verbose else 6))
+        log(short(d, 200 if args.verbose else 40 if o in ('timeout', 'crash') else 6))
     log('')
     if unexpected:
         log('Unexpected failures (passing against the stdlib, not excused in %s):'
