@@ -43,7 +43,7 @@ SUITE = 'test_concurrent_futures'
 FLAVOURS = ('ProcessPoolForkserver', 'ProcessPoolFork', 'ProcessPoolSpawn',
             'ThreadPool')
 # Known slow modules first, so that the parallel run ends together.
-SLOW_FIRST = ('test_wait', 'test_process_pool', 'test_shutdown',
+SLOW_FIRST = ('test_interpreter_pool', 'test_wait', 'test_process_pool', 'test_shutdown',
               'test_deadlock', 'executor', 'test_as_completed', 'test_init')
 
 # --------------------------------------------------------------------------
@@ -204,11 +204,14 @@ def rewrite_source(src, fallbacks):
                 (node.module + '.').startswith('concurrent.futures.')):
             continue
         cfmod = 'cfutures' + node.module[len('concurrent.futures'):]
-        mod = importlib.import_module(cfmod)
+        try:
+            mod = importlib.import_module(cfmod)
+        except ImportError:
+            mod = None      # a submodule cfutures does not have: all stdlib
         ours, theirs = [], []
         for alias in node.names:
             text = alias.name + (' as ' + alias.asname if alias.asname else '')
-            if alias.name == '*' or hasattr(mod, alias.name):
+            if mod is not None and (alias.name == '*' or hasattr(mod, alias.name)):
                 ours.append(text)
             else:
                 theirs.append(text)
@@ -349,8 +352,8 @@ def run_job(job, args, driver, stop):
         if hung is not None or (current and rc != 0):
             # The temporary directory goes away: keep the thread dump.
             with open(logpath, 'rb') as f:
-                tail = f.read().decode(errors='replace').rsplit('===== attempt', 1)[-1]
-            logpath = 'output (last 80 lines):\n' + '\n'.join(tail.splitlines()[-80:])
+                tail = f.read().decode(errors='replace').rsplit('=====\n', 1)[-1]
+            logpath = 'its output (last 80 lines):\n' + '\n'.join(tail.splitlines()[-80:])
         exit_id = '%s [%s: process exit]' % (job.module, job.flavour)
         teardown_id = '%s [%s: teardown]' % (job.module, job.flavour)
         if hung is not None:
@@ -511,7 +514,12 @@ def main(argv=None):
                                    os.path.join(tmp, 'list', m))
                       for m in modules}
             for m in modules:
-                ids[m] = [t for t in listed[m].result()
+                try:
+                    found = listed[m].result()
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log('cannot list the tests of the unmodified suite: %s' % e)
+                    return 2
+                ids[m] = [t for t in found
                           if not args.pattern or any(k in t for k in args.pattern)]
 
         jobs = []
