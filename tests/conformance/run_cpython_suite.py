@@ -15,11 +15,11 @@ handled the same way.
 A test fails the run ("unexpected") if it passes against the stdlib but
 not against cfutures and is not listed in ``excused.txt`` (next to this
 file).  Excused tests that now pass are reported as stale.  Exit status:
-0 on success or when the interpreter has no such suite, 1 on unexpected
-failures, 2 on usage or setup errors.
+0 on success or when the interpreter has no such suite (2 with
+``--require``), 1 on unexpected failures, 2 on setup errors.
 
 Usage: python tests/conformance/run_cpython_suite.py [-j N] [-k SUBSTR]
-       [--test-timeout S] [--excused FILE] [--keep] [-v]
+       [--test-timeout S] [--excused FILE] [--require] [--keep] [-v]
 """
 import argparse
 import ast
@@ -470,6 +470,8 @@ def main(argv=None):
     p.add_argument('--job-timeout', type=float, default=900,
                    help='seconds after which a job stops starting its remaining tests')
     p.add_argument('--excused', default=os.path.join(HERE, 'excused.txt'))
+    p.add_argument('--require', action='store_true',
+                   help='exit 2, not 0, when the interpreter has no such suite')
     p.add_argument('--keep', action='store_true', help='keep the temporary directory')
     p.add_argument('--durations', type=int, default=0, metavar='N',
                    help='print the N slowest tests of each side')
@@ -481,6 +483,9 @@ def main(argv=None):
     if src is None:
         log('CPython %s (%s): test.%s is not available for this interpreter; '
             'conformance run skipped.' % (ver, sys.executable, SUITE))
+        if args.require:
+            log('--require: failing (Debian/Ubuntu ship it in libpython%s-testsuite)' % ver)
+            return 2
         return 0
     try:
         import cfutures  # noqa: F401
