@@ -3,6 +3,36 @@
 Change ``import concurrent.futures`` to ``import cfutures`` and the program
 runs unchanged.
 """
+
+
+def _require_extension():
+    # Without the compiled module the first import below fails with a
+    # misleading "partially initialized module ... circular import" error.
+    try:
+        from . import _cfutures  # noqa: F401
+    except ImportError:
+        import os
+        from importlib.machinery import EXTENSION_SUFFIXES
+        here = os.path.dirname(os.path.abspath(__file__))
+        if any(os.path.exists(os.path.join(here, '_cfutures' + suffix))
+               for suffix in EXTENSION_SUFFIXES):
+            raise       # built, but it does not load: that error is the real one
+        msg = ("cfutures was imported from %s, which has no built extension "
+               "module (_cfutures%s). " % (here, EXTENSION_SUFFIXES[0]))
+        if os.path.exists(os.path.join(os.path.dirname(here), 'setup.py')):
+            msg += ("This is the source tree of a cfutures checkout, found on "
+                    "sys.path (the current directory?) before the installed "
+                    "package. Run Python from another directory to use the "
+                    "installed cfutures, or build the extension in place with "
+                    "`pip install -e .` (or `python setup.py build_ext --inplace`).")
+        else:
+            msg += "Reinstall cfutures (pip install --force-reinstall cfutures)."
+        raise ImportError(msg, name=__name__, path=__file__) from None
+
+
+_require_extension()
+del _require_extension
+
 from cfutures._base import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
