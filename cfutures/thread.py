@@ -32,9 +32,9 @@ def _python_exit():
 threading._register_atexit(_python_exit)
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_cfutures._tp_before_fork,
-                        after_in_parent=_cfutures._tp_after_fork_parent,
-                        after_in_child=_cfutures._tp_after_fork_child)
+    # The pool locks are taken and released by pthread_atfork handlers in
+    # C, inside fork(); this settles the futures of the vanished workers.
+    os.register_at_fork(after_in_child=_cfutures._tp_after_fork_child)
 
 
 def _cpu_count():

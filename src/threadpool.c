@@ -10,16 +10,27 @@
  * takes the GIL only to run a task and complete its future; holding the
  * GIL it keeps popping queued tasks, up to CF_BATCH before it lets go.
  *
- *   lock order:  start_lock -> GIL -> pool->mu
+ *   lock order:  start_lock -> GIL -> tp_reg_mu -> pool->mu
  *     mu: never held while waiting for the GIL.
  *     start_lock (the stdlib's _shutdown_lock): serialises starting a
  *     thread (Thread.start() releases the GIL) with shutdown(); always
  *     acquired with the GIL released.
+ *     tp_reg_mu: the process-wide list of pools, for pthread_atfork.
  *
  * cf_pool fields:
  *   mu/cv + queue (head, tail, nqueued), nsleeping, nwake, idle, nthreads,
  *   shutdown flags: read/written under mu (workers touch them without GIL)
  *   PyObject fields, refcnt, registry links: GIL only
+ *
+ * Fork: pthread_atfork handlers (not os.register_at_fork: later Python
+ * before-fork hooks and the import lock may release the GIL, and a worker
+ * would then take the GIL and block on a mu held across them) lock every
+ * mu inside fork() itself, after every Python hook ran.  The child's
+ * handler unlocks them and marks each pool forked; the Python-level part
+ * (settling the futures of the vanished workers) runs with the GIL in the
+ * after_in_child hook, or in the first submit()/shutdown() if sooner.
+ * The forking thread may be a worker (a task that forks): its own task
+ * and the pool's count of it survive in the child.
  */
 #include "cfutures.h"
 
@@ -49,6 +60,8 @@ typedef struct cf_pool {
     int idle;               /* the stdlib's _idle_semaphore */
     int stopping;           /* shutdown / executor gone / exit: drain, exit */
     int broken;             /* initializer failed */
+    int forked;             /* set by the child's atfork handler until
+                             * pool_after_fork() settled the pool (GIL) */
 
     /* --- GIL only --- */
     Py_ssize_t refcnt;      /* executor + one per worker capsule */
@@ -62,8 +75,10 @@ typedef struct cf_pool {
     PyObject *threads;      /* set of threading.Thread */
     PyObject *broken_msg;   /* str or NULL */
     PyThread_type_lock start_lock;
+    unsigned long start_owner;  /* thread holding start_lock, or 0 */
     cf_work *running;       /* tasks being run now, for fork */
-    struct cf_pool *reg_prev, *reg_next;    /* registry, for fork/exit */
+    struct cf_pool *reg_prev, *reg_next;    /* interpreter's, for exit/fork */
+    struct cf_pool *preg_prev, *preg_next;  /* process-wide, tp_reg_mu */
 } cf_pool;
 
 typedef struct {
@@ -75,6 +90,63 @@ static cf_state *
 pool_state(cf_pool *p)
 {
     return cf_get_state(p->module);
+}
+
+/* On a worker thread: its pool, and where it records the task it runs (a
+ * variable of thread_worker(), so the hot path does no TLS access).  NULL
+ * on other threads.  After a fork, they name the forking thread's own. */
+static _Thread_local cf_pool *tls_pool;
+static _Thread_local cf_work **tls_current;
+
+/* ------------------------------------------- process-wide registry */
+
+/* Every pool of every interpreter; holds no PyObject.  Pools join and
+ * leave with their interpreter's GIL held (GIL -> tp_reg_mu). */
+static pthread_mutex_t tp_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static cf_pool *tp_reg_head;
+static pthread_once_t tp_reg_once = PTHREAD_ONCE_INIT;
+
+/* Runs inside fork(), after the Python before-fork hooks and with the
+ * forking thread's GIL held.  A mu holder never waits for a GIL or for
+ * anything the forking thread holds, so these locks come quickly. */
+static void
+tp_atfork_prepare(void)
+{
+    pthread_mutex_lock(&tp_reg_mu);
+    for (cf_pool *p = tp_reg_head; p != NULL; p = p->preg_next) {
+        pthread_mutex_lock(&p->mu);
+    }
+}
+
+static void
+tp_atfork_parent(void)
+{
+    for (cf_pool *p = tp_reg_head; p != NULL; p = p->preg_next) {
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&tp_reg_mu);
+}
+
+/* The child's only thread is the one that forked, and it holds every
+ * lock (prepare).  Plain memory only: the other workers are gone, so are
+ * the condvar's waiters and the spinners. */
+static void
+tp_atfork_child(void)
+{
+    for (cf_pool *p = tp_reg_head; p != NULL; p = p->preg_next) {
+        pthread_cond_init(&p->cv, NULL);
+        p->nsleeping = p->nwake = p->nspinning = p->idle = 0;
+        p->forked = 1;
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&tp_reg_mu);
+}
+
+static void
+tp_atfork_install(void)
+{
+    (void)pthread_atfork(tp_atfork_prepare, tp_atfork_parent,
+                         tp_atfork_child);
 }
 
 /* ------------------------------------------------------ queue (pure C) */
@@ -162,6 +234,14 @@ pool_new(PyObject *module)
         st->tp_pools->reg_prev = p;
     }
     st->tp_pools = p;
+    pthread_once(&tp_reg_once, tp_atfork_install);
+    pthread_mutex_lock(&tp_reg_mu);
+    p->preg_next = tp_reg_head;
+    if (tp_reg_head) {
+        tp_reg_head->preg_prev = p;
+    }
+    tp_reg_head = p;
+    pthread_mutex_unlock(&tp_reg_mu);
     return p;
 }
 
@@ -181,6 +261,17 @@ pool_decref(cf_pool *p)
     if (p->reg_next) {
         p->reg_next->reg_prev = p->reg_prev;
     }
+    pthread_mutex_lock(&tp_reg_mu);
+    if (p->preg_prev) {
+        p->preg_prev->preg_next = p->preg_next;
+    }
+    else {
+        tp_reg_head = p->preg_next;
+    }
+    if (p->preg_next) {
+        p->preg_next->preg_prev = p->preg_prev;
+    }
+    pthread_mutex_unlock(&tp_reg_mu);
     cf_work *w = queue_take_all_locked(p);     /* no workers left */
     while (w) {
         cf_work *next = w->next;
@@ -217,6 +308,14 @@ start_lock_acquire(cf_pool *p)
         PyThread_acquire_lock(p->start_lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
+    p->start_owner = PyThread_get_thread_ident();
+}
+
+static void
+start_lock_release(cf_pool *p)
+{
+    p->start_owner = 0;
+    PyThread_release_lock(p->start_lock);
 }
 
 /* ------------------------------------------------------------- worker */
@@ -233,24 +332,31 @@ running_add(cf_pool *p, cf_work *w)
 }
 
 static void
-running_remove(cf_pool *p, cf_work *w)
+running_remove_from(cf_work **head, cf_work *w)
 {
     if (w->rprev) {
         w->rprev->rnext = w->rnext;
     }
     else {
-        p->running = w->rnext;
+        *head = w->rnext;
     }
     if (w->rnext) {
         w->rnext->rprev = w->rprev;
     }
 }
 
-/* Run one task with the GIL held; consumes w. */
 static void
-run_work(cf_pool *p, cf_state *st, cf_work *w)
+running_remove(cf_pool *p, cf_work *w)
+{
+    running_remove_from(&p->running, w);
+}
+
+/* Run one task with the GIL held; consumes w.  *current: w meanwhile. */
+static void
+run_work(cf_pool *p, cf_state *st, cf_work *w, cf_work **current)
 {
     running_add(p, w);
+    *current = w;
     FutureObject *fut = (FutureObject *)w->future;
     int r = cf_future_set_running_or_notify_cancel(st, fut);
     if (r > 0) {
@@ -272,6 +378,7 @@ run_work(cf_pool *p, cf_state *st, cf_work *w)
         cf_log_critical(st, "Exception in worker", exc);
         Py_XDECREF(exc);
     }
+    *current = NULL;
     running_remove(p, w);
     work_free(w);
 }
@@ -291,13 +398,97 @@ fail_queued(cf_pool *p, cf_state *st)
     }
 }
 
+/* getattr(obj, name, None) without the None: 0 and *res = NULL when
+ * missing, -1 on another error. */
 static int
-run_initializer(cf_pool *p, cf_state *st)
+get_optional_attr(PyObject *obj, const char *name, PyObject **res)
 {
-    if (p->initializer == NULL) {
+    *res = PyObject_GetAttrString(obj, name);
+    if (*res == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+/* What ceval says for f(*x) when x is not iterable (the stdlib's worker
+ * calls initializer(*initargs)); as CPython's private
+ * _PyObject_FunctionStr() names f. */
+static void
+set_star_args_error(PyObject *func, PyObject *args)
+{
+    PyObject *qualname = NULL, *module = NULL, *funcstr = NULL;
+    if (get_optional_attr(func, "__qualname__", &qualname) < 0) {
+        return;
+    }
+    if (qualname == NULL) {
+        funcstr = PyObject_Str(func);
+    }
+    else if (get_optional_attr(func, "__module__", &module) == 0) {
+        int other = 0;
+        if (module != NULL && module != Py_None) {
+            PyObject *b = PyUnicode_FromString("builtins");
+            other = b == NULL ? -1 : PyObject_RichCompareBool(module, b, Py_NE);
+            Py_XDECREF(b);
+        }
+        if (other > 0) {
+            funcstr = PyUnicode_FromFormat("%S.%S()", module, qualname);
+        }
+        else if (other == 0) {
+            funcstr = PyUnicode_FromFormat("%S()", qualname);
+        }
+    }
+    if (funcstr != NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "%U argument after * must be an iterable, not %.200s",
+                     funcstr, Py_TYPE(args)->tp_name);
+    }
+    Py_XDECREF(funcstr);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+}
+
+/* initializer(*initargs), as the stdlib's worker calls it: initargs is
+ * taken as given to __init__ and unpacked by each worker (an iterator is
+ * consumed by the first one, a non-iterable fails in the worker). */
+static PyObject *
+call_initializer(PyObject *init, PyObject *initargs)
+{
+    if (PyTuple_Check(initargs)) {
+        return PyObject_Call(init, initargs, NULL);
+    }
+    if (Py_TYPE(initargs)->tp_iter == NULL && !PySequence_Check(initargs)) {
+        set_star_args_error(init, initargs);
+        return NULL;
+    }
+    PyObject *targs = PySequence_Tuple(initargs);
+    if (targs == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_Call(init, targs, NULL);
+    Py_DECREF(targs);
+    return r;
+}
+
+/* box: None, or the list [initializer, initargs] that start_thread()
+ * handed to this worker.  Emptied here, so that only the executor keeps
+ * them (its traverse sees them; a cycle through them is collectable). */
+static int
+run_initializer(cf_pool *p, cf_state *st, PyObject *box)
+{
+    if (!PyList_Check(box) || PyList_GET_SIZE(box) != 2) {
         return 0;
     }
-    PyObject *r = PyObject_Call(p->initializer, p->initargs, NULL);
+    PyObject *init = Py_NewRef(PyList_GET_ITEM(box, 0));
+    PyObject *initargs = Py_NewRef(PyList_GET_ITEM(box, 1));
+    if (PyList_SetSlice(box, 0, 2, NULL) < 0) {
+        PyErr_Clear();      /* cannot fail for a shrink */
+    }
+    PyObject *r = call_initializer(init, initargs);
+    Py_DECREF(init);
+    Py_DECREF(initargs);
     if (r != NULL) {
         Py_DECREF(r);
         return 0;
@@ -372,18 +563,27 @@ wait_for_work(cf_pool *p)
 }
 
 PyDoc_STRVAR(thread_worker_doc,
-"_thread_worker($module, pool, /)\n--\n\n"
+"_thread_worker($module, pool, init, /)\n--\n\n"
 "Body of a ThreadPoolExecutor worker thread (runs until the pool stops).");
 
 static PyObject *
-thread_worker(PyObject *mod, PyObject *capsule)
+thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    cf_pool *p = PyCapsule_GetPointer(capsule, "cfutures.pool");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_thread_worker takes 2 arguments");
+        return NULL;
+    }
+    cf_pool *p = PyCapsule_GetPointer(args[0], "cfutures.pool");
     if (p == NULL) {
         return NULL;
     }
     cf_state *st = pool_state(p);
-    if (run_initializer(p, st) < 0) {
+    cf_work *current = NULL;
+    tls_pool = p;
+    tls_current = &current;
+    if (run_initializer(p, st, args[1]) < 0) {
+        tls_pool = NULL;
+        tls_current = NULL;
         Py_RETURN_NONE;
     }
     for (;;) {
@@ -400,7 +600,7 @@ thread_worker(PyObject *mod, PyObject *capsule)
             if (w == NULL) {
                 break;
             }
-            run_work(p, st, w);
+            run_work(p, st, w, &current);
             if (++n == CF_BATCH) {
                 /* let other threads have the GIL now and then */
                 Py_BEGIN_ALLOW_THREADS
@@ -412,13 +612,15 @@ thread_worker(PyObject *mod, PyObject *capsule)
         if (w == NULL) {
             break;
         }
-        run_work(p, st, w);
+        run_work(p, st, w, &current);
     }
     /* Like the stdlib's worker: flag the executor as shut down as early as
      * possible (after interpreter exit began, submit then says so). */
     if (!p->broken) {       /* written under mu by a GIL holder */
         p->shutdown = 1;
     }
+    tls_pool = NULL;
+    tls_current = NULL;
     Py_RETURN_NONE;
 }
 
@@ -431,13 +633,102 @@ capsule_destructor(PyObject *capsule)
     }
 }
 
+/* ------------------------------------------------------------ fork */
+
+/* Keep in p->threads only the forking thread's Thread object, if it is
+ * one of our workers (it may not be in the set yet: the thread that
+ * started it adds it after Thread.start() returns). */
+static int
+keep_own_thread(cf_pool *p, int own)
+{
+    if (PySet_Clear(p->threads) < 0) {
+        return -1;
+    }
+    if (!own) {
+        return 0;
+    }
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL) {
+        return -1;
+    }
+    PyObject *t = PyObject_CallMethod(threading, "current_thread", NULL);
+    Py_DECREF(threading);
+    if (t == NULL) {
+        return -1;
+    }
+    int rc = PySet_Add(p->threads, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+/* In a forked child, with the GIL, before the pool is used: only the
+ * forking thread survived.  If it is one of our workers (a task or an
+ * initializer that forked), it stays one and its task goes on; the other
+ * running tasks fail with BrokenThreadPool and the queued ones are
+ * cancelled (the parent runs them all).  The atfork handler already reset
+ * mu, cv and the counters under mu. */
+static void
+pool_after_fork(cf_pool *p)
+{
+    cf_state *st = pool_state(p);
+    p->forked = 0;
+    int own = tls_pool == p;
+    cf_work *mine = own ? *tls_current : NULL;
+    if (p->start_owner != 0
+            && p->start_owner != PyThread_get_thread_ident()) {
+        /* held by a thread that does not exist here */
+        PyThread_free_lock(p->start_lock);
+        p->start_lock = PyThread_allocate_lock();
+        if (p->start_lock == NULL) {
+            Py_FatalError("cfutures: cannot allocate a lock after fork");
+        }
+        p->start_owner = 0;
+    }
+    p->nthreads = own;
+    /* Detach everything before running any Python (callbacks may submit,
+     * fork again, or drop the last reference to the pool). */
+    cf_work *queued = queue_take_all_locked(p);   /* only thread: no mu */
+    cf_work *r = p->running;
+    p->running = NULL;
+    if (mine != NULL) {
+        running_remove_from(&r, mine);
+        mine->rprev = mine->rnext = NULL;
+        p->running = mine;
+    }
+    p->refcnt++;
+    if (keep_own_thread(p, own) < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    PyObject *msg = r == NULL ? NULL : PyUnicode_FromString(
+        "the worker thread running this task did not survive os.fork(); "
+        "the parent process still runs it");
+    while (r) {
+        cf_work *next = r->rnext;
+        cf_future_fail(st, r->future, st->BrokenThreadPool, msg);
+        work_free(r);
+        r = next;
+    }
+    Py_XDECREF(msg);
+    while (queued) {
+        cf_work *next = queued->next;
+        FutureObject *fut = (FutureObject *)queued->future;
+        if (cf_future_cancel(st, fut) < 0
+            || cf_future_set_running_or_notify_cancel(st, fut) < 0) {
+            PyErr_WriteUnraisable(queued->future);
+        }
+        work_free(queued);
+        queued = next;
+    }
+    pool_decref(p);
+}
+
 /* ------------------------------------------------------------- submit */
 
 static int
 start_thread(cf_pool *p, cf_state *st)
 {
     PyObject *name = NULL, *capsule = NULL, *kw = NULL, *args = NULL;
-    PyObject *t = NULL, *r = NULL;
+    PyObject *box = NULL, *t = NULL, *r = NULL;
     int rc = -1;
 
     name = PyUnicode_FromFormat("%U_%zd", p->prefix, p->nthreads - 1);
@@ -449,7 +740,15 @@ start_thread(cf_pool *p, cf_state *st)
         goto done;
     }
     p->refcnt++;
-    args = PyTuple_Pack(1, capsule);
+    if (p->initializer != NULL) {
+        box = PyList_New(2);
+        if (box == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(box, 0, Py_NewRef(p->initializer));
+        PyList_SET_ITEM(box, 1, Py_NewRef(p->initargs));
+    }
+    args = PyTuple_Pack(2, capsule, box != NULL ? box : Py_None);
     kw = Py_BuildValue("{sOsOsO}", "name", name, "target", st->tp_worker_fn,
                        "args", args);
     if (args == NULL || kw == NULL) {
@@ -479,6 +778,7 @@ done:
     Py_XDECREF(t);
     Py_XDECREF(kw);
     Py_XDECREF(args);
+    Py_XDECREF(box);
     Py_XDECREF(capsule);
     Py_XDECREF(name);
     return rc;
@@ -521,15 +821,20 @@ static PyObject *
 submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
             PyObject *kwargs, int may_spawn)
 {
-    if (check_usable(p, st) < 0) {
-        return NULL;
-    }
     cf_work *w = PyMem_Malloc(sizeof(cf_work));
     if (w == NULL) {
         return PyErr_NoMemory();
     }
+    /* Allocating the future may run the GC, hence __del__ methods that
+     * release the GIL: a shutdown() could complete meanwhile.  So check
+     * after it, and queue without releasing the GIL in between. */
     w->future = cf_future_new(st);
     if (w->future == NULL) {
+        PyMem_Free(w);
+        return NULL;
+    }
+    if (check_usable(p, st) < 0) {
+        Py_DECREF(w->future);
         PyMem_Free(w);
         return NULL;
     }
@@ -540,6 +845,17 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
 
     int spawn = 0;
     pthread_mutex_lock(&p->mu);
+    if (p->stopping || p->broken) {
+        /* Unreachable while check_usable() holds (stopping and broken are
+         * set with the GIL held, after the flags it reads).  Never queue
+         * once workers may have exited: the future would be lost. */
+        pthread_mutex_unlock(&p->mu);
+        work_free(w);
+        Py_DECREF(fut);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot schedule new futures after shutdown");
+        return NULL;
+    }
     queue_push_locked(p, w);
     /* A spinning worker will take an item (it re-checks under mu before
      * sleeping), so wake a sleeper only for the items spinners cannot
@@ -574,13 +890,16 @@ static PyObject *
 pool_submit(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
             PyObject *kwargs)
 {
+    if (p->forked) {
+        pool_after_fork(p);
+    }
     if (p->nthreads >= p->max_workers) {
         /* full pool: no thread will start, no lock needed */
         return submit_work(p, st, fn, args, kwargs, 0);
     }
     start_lock_acquire(p);
     PyObject *fut = submit_work(p, st, fn, args, kwargs, 1);
-    PyThread_release_lock(p->start_lock);
+    start_lock_release(p);
     return fut;
 }
 
@@ -655,6 +974,9 @@ ThreadPool_shutdown(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     cf_pool *p = ((ThreadPoolObject *)self)->pool;
     cf_state *st = pool_state(p);
+    if (p->forked) {
+        pool_after_fork(p);
+    }
     start_lock_acquire(p);
     p->shutdown = 1;
     cf_work *w = NULL;
@@ -665,7 +987,7 @@ ThreadPool_shutdown(PyObject *self, PyObject *args, PyObject *kwargs)
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    PyThread_release_lock(p->start_lock);
+    start_lock_release(p);
     while (w) {
         cf_work *next = w->next;
         if (cf_future_cancel(st, (FutureObject *)w->future) < 0) {
@@ -695,16 +1017,13 @@ ThreadPool__pool_init(PyObject *self, PyObject *args)
                           &initializer, &initargs)) {
         return NULL;
     }
-    PyObject *targs = PySequence_Tuple(initargs);
-    if (targs == NULL) {
-        return NULL;
-    }
     cf_pool *p = ((ThreadPoolObject *)self)->pool;
     p->max_workers = max_workers;
     Py_XSETREF(p->prefix, Py_NewRef(prefix));
+    /* initargs as given: each worker unpacks it, like the stdlib's */
     Py_XSETREF(p->initializer,
                initializer == Py_None ? NULL : Py_NewRef(initializer));
-    Py_XSETREF(p->initargs, targs);
+    Py_XSETREF(p->initargs, Py_NewRef(initargs));
     Py_RETURN_NONE;
 }
 
@@ -759,12 +1078,30 @@ ThreadPool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
+/* The executor owns the pool's initializer and initargs (a worker takes
+ * its own references from the box start_thread() gives it), which may
+ * refer back to the executor.  The pool's other objects (prefix, threads,
+ * broken_msg, module) cannot. */
 static int
 ThreadPool_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    /* The pool's objects are shared with worker threads; they are not
-     * part of any cycle through the executor. */
+    cf_pool *p = ((ThreadPoolObject *)self)->pool;
+    if (p != NULL) {
+        Py_VISIT(p->initializer);
+        Py_VISIT(p->initargs);
+    }
+    return 0;
+}
+
+static int
+ThreadPool_clear(PyObject *self)
+{
+    cf_pool *p = ((ThreadPoolObject *)self)->pool;
+    if (p != NULL) {
+        Py_CLEAR(p->initializer);
+        Py_CLEAR(p->initargs);
+    }
     return 0;
 }
 
@@ -818,6 +1155,7 @@ static PyType_Slot ThreadPool_slots[] = {
     {Py_tp_dealloc, ThreadPool_dealloc},
     {Py_tp_finalize, ThreadPool_finalize},
     {Py_tp_traverse, ThreadPool_traverse},
+    {Py_tp_clear, ThreadPool_clear},
     {Py_tp_methods, ThreadPool_methods},
     {Py_tp_getset, ThreadPool_getset},
     {0, NULL},
@@ -870,91 +1208,53 @@ tp_interpreter_exit(PyObject *mod, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(tp_before_fork_doc,
-"_tp_before_fork($module, /)\n--\n\nLock every pool (os.register_at_fork).");
-
-static PyObject *
-tp_before_fork(PyObject *mod, PyObject *Py_UNUSED(ignored))
-{
-    /* GIL -> mu is the allowed order; no worker waits for the GIL while
-     * holding mu, so these locks are taken quickly. */
-    for (cf_pool *p = cf_get_state(mod)->tp_pools; p != NULL; p = p->reg_next) {
-        pthread_mutex_lock(&p->mu);
-    }
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(tp_after_fork_parent_doc,
-"_tp_after_fork_parent($module, /)\n--\n\nUnlock every pool.");
-
-static PyObject *
-tp_after_fork_parent(PyObject *mod, PyObject *Py_UNUSED(ignored))
-{
-    for (cf_pool *p = cf_get_state(mod)->tp_pools; p != NULL; p = p->reg_next) {
-        pthread_mutex_unlock(&p->mu);
-    }
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(tp_after_fork_child_doc,
 "_tp_after_fork_child($module, /)\n--\n\n"
-"In a forked child: the workers are gone.  Reset every pool so the next\n"
-"submit starts fresh workers; the tasks that were queued in the parent\n"
-"are cancelled in the child (the parent runs them).");
+"In a forked child (os.register_at_fork): settle every pool of this\n"
+"interpreter.  The workers are gone but the one that forked, if any; the\n"
+"next submit starts new ones.  Tasks that were queued in the parent are\n"
+"cancelled in the child, the ones other workers ran fail (the parent\n"
+"runs them all).");
 
 static PyObject *
 tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
 {
-    for (cf_pool *p = cf_get_state(mod)->tp_pools; p != NULL; p = p->reg_next) {
-        pthread_mutex_init(&p->mu, NULL);
-        pthread_cond_init(&p->cv, NULL);
-        /* may have been held by a thread that does not exist here */
-        p->start_lock = PyThread_allocate_lock();
-        if (p->start_lock == NULL) {
-            Py_FatalError("cfutures: cannot allocate a lock after fork");
-        }
-        p->nsleeping = p->nwake = p->idle = p->nspinning = 0;
-        p->nthreads = 0;
-        if (!p->shutdown) {
-            p->stopping = 0;
-        }
-        cf_work *w = queue_take_all_locked(p);
-        PySet_Clear(p->threads);
-        cf_state *st = pool_state(p);
-        /* Tasks that were running in the parent have no thread here. */
-        cf_work *r = p->running;
-        p->running = NULL;
-        PyObject *msg = r == NULL ? NULL : PyUnicode_FromString(
-            "the worker thread running this task did not survive os.fork(); "
-            "the parent process still runs it");
-        while (r) {
-            cf_work *next = r->rnext;
-            cf_future_fail(st, r->future, st->BrokenThreadPool, msg);
-            work_free(r);
-            r = next;
-        }
-        Py_XDECREF(msg);
-        while (w) {
-            cf_work *next = w->next;
-            FutureObject *fut = (FutureObject *)w->future;
-            if (cf_future_cancel(st, fut) < 0
-                || cf_future_set_running_or_notify_cancel(st, fut) < 0) {
-                PyErr_WriteUnraisable(w->future);
-            }
-            work_free(w);
-            w = next;
+    cf_state *st = cf_get_state(mod);
+    /* Settling runs callbacks, which may create or free pools: work on a
+     * snapshot, each pool held by a reference. */
+    Py_ssize_t n = 0;
+    for (cf_pool *p = st->tp_pools; p != NULL; p = p->reg_next) {
+        n += p->forked;
+    }
+    if (n == 0) {
+        Py_RETURN_NONE;
+    }
+    cf_pool **snap = PyMem_New(cf_pool *, n);
+    if (snap == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t i = 0;
+    for (cf_pool *p = st->tp_pools; p != NULL; p = p->reg_next) {
+        if (p->forked) {
+            p->refcnt++;
+            snap[i++] = p;
         }
     }
+    for (i = 0; i < n; i++) {
+        if (snap[i]->forked) {
+            pool_after_fork(snap[i]);
+        }
+        pool_decref(snap[i]);
+    }
+    PyMem_Free(snap);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef threadpool_functions[] = {
-    {"_thread_worker", thread_worker, METH_O, thread_worker_doc},
+    {"_thread_worker", (PyCFunction)(void (*)(void))thread_worker,
+     METH_FASTCALL, thread_worker_doc},
     {"_tp_configure", tp_configure, METH_VARARGS, tp_configure_doc},
     {"_tp_interpreter_exit", tp_interpreter_exit, METH_NOARGS, tp_exit_doc},
-    {"_tp_before_fork", tp_before_fork, METH_NOARGS, tp_before_fork_doc},
-    {"_tp_after_fork_parent", tp_after_fork_parent, METH_NOARGS,
-     tp_after_fork_parent_doc},
     {"_tp_after_fork_child", tp_after_fork_child, METH_NOARGS,
      tp_after_fork_child_doc},
     {NULL, NULL}
