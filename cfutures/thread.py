@@ -45,6 +45,10 @@ def _cpu_count():
     return os.cpu_count()
 
 
+# 3.14 added ThreadPoolExecutor(..., **ctxkwargs), passed to prepare_context().
+_HAS_CTXKWARGS = hasattr(_std_thread.ThreadPoolExecutor, "prepare_context")
+
+
 class _WorkQueueView:
     """Read-only stand-in for the stdlib's executor._work_queue, which
     code in the wild inspects with qsize()/empty()."""
@@ -71,22 +75,48 @@ class ThreadPoolExecutor(_cfutures.ThreadPool, Executor,
 
     __module__ = "cfutures"
 
-    def __init__(self, max_workers=None, thread_name_prefix='',
-                 initializer=None, initargs=()):
-        """Initializes a new ThreadPoolExecutor instance.
+    if _HAS_CTXKWARGS:
+        def __init__(self, max_workers=None, thread_name_prefix='',
+                     initializer=None, initargs=(), **ctxkwargs):
+            """Initializes a new ThreadPoolExecutor instance.
 
-        Args:
-            max_workers: The maximum number of threads that can be used to
-                execute the given calls.
-            thread_name_prefix: An optional name prefix to give our threads.
-            initializer: A callable used to initialize worker threads.
-            initargs: A tuple of arguments to pass to the initializer.
-        """
+            Args:
+                max_workers: The maximum number of threads that can be used to
+                    execute the given calls.
+                thread_name_prefix: An optional name prefix to give our threads.
+                initializer: A callable used to initialize worker threads.
+                initargs: A tuple of arguments to pass to the initializer.
+                ctxkwargs: Additional arguments to cls.prepare_context().
+            """
+            self._cf_init(max_workers, thread_name_prefix, initializer, initargs,
+                       ctxkwargs)
+    else:
+        def __init__(self, max_workers=None, thread_name_prefix='',
+                     initializer=None, initargs=()):
+            """Initializes a new ThreadPoolExecutor instance.
+
+            Args:
+                max_workers: The maximum number of threads that can be used to
+                    execute the given calls.
+                thread_name_prefix: An optional name prefix to give our threads.
+                initializer: A callable used to initialize worker threads.
+                initargs: A tuple of arguments to pass to the initializer.
+            """
+            self._cf_init(max_workers, thread_name_prefix, initializer, initargs,
+                       None)
+
+    def _cf_init(self, max_workers, thread_name_prefix, initializer, initargs,
+              ctxkwargs):
         if max_workers is None:
             max_workers = min(32, (_cpu_count() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
 
+        if _HAS_CTXKWARGS:
+            # 3.14+: the stdlib hands these to prepare_context(), which
+            # checks the initializer and refuses what it does not take.
+            # The C workers need no context object: only its errors count.
+            type(self).prepare_context(initializer, initargs, **ctxkwargs)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
 

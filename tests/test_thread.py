@@ -263,6 +263,25 @@ def test_argument_errors(same):
     assert got[4] == ("raise", TypeError, "initializer must be a callable")
 
 
+def test_extra_keyword_arguments(same):
+    # 3.14+ takes **ctxkwargs for prepare_context(), which refuses what it
+    # does not know; older versions refuse them in __init__ itself.
+    def scenario(mod):
+        TPE = mod.ThreadPoolExecutor
+        return [
+            outcome(TPE, 1, shared={}),
+            outcome(TPE, 1, initializer=5, bogus=1),
+            outcome(TPE, 0, bogus=1),
+        ]
+
+    got = same(scenario)
+    assert got[0][:2] == ("raise", TypeError)
+    assert "shared" in got[0][2]
+    if sys.version_info >= (3, 14):     # max_workers is checked first there
+        assert got[2] == ("raise", ValueError,
+                          "max_workers must be greater than 0")
+
+
 @pytest.mark.parametrize("max_workers, blocked, expected", [
     (1, 3, 1), (3, 5, 3), (1.5, 3, 2), (True, 2, 1), (10 ** 30, 3, 3)])
 def test_odd_max_workers_values(pools, max_workers, blocked, expected):
