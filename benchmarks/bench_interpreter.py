@@ -1,7 +1,8 @@
 """Side by side, one run: a CPU-bound pure-Python job run serially and on
 2 workers of the stdlib's ThreadPoolExecutor, the stdlib's
-ProcessPoolExecutor and cfutures.InterpreterPoolExecutor; plus each
-pool's start-up cost.
+ProcessPoolExecutor, the stdlib's own InterpreterPoolExecutor (3.14+) and
+cfutures.InterpreterPoolExecutor; plus each pool's start-up cost and
+trivial-task round trip.
 
     nice python benchmarks/bench_interpreter.py [--tasks 8] [--n 3000000]
                                                 [--repeat 3] [--quick]
@@ -127,9 +128,13 @@ def main():
          lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=fork_ctx)),
         ("stdlib ProcessPoolExecutor (spawn)",
          lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=spawn_ctx)),
-        ("cfutures.InterpreterPoolExecutor",
-         lambda: cfutures.InterpreterPoolExecutor(WORKERS)),
     ]
+    std_interp = getattr(cf, "InterpreterPoolExecutor", None)   # 3.14+
+    if std_interp is not None:
+        kinds.append(("stdlib InterpreterPoolExecutor",
+                      lambda: std_interp(WORKERS)))
+    kinds.append(("cfutures.InterpreterPoolExecutor",
+                  lambda: cfutures.InterpreterPoolExecutor(WORKERS)))
     startup = {name: startup_cost(make, args.repeat) for name, make in kinds}
     pools = [(name, start_pool(make)) for name, make in kinds]
 
