@@ -9,7 +9,8 @@ trivial-task round trip.
 
 Job time is measured on a started (warmed-up) pool; start-up is the time
 from the constructor to both workers having answered a trivial task.
-Job times are the best of --repeat interleaved rounds; start-up is
+Job times are the best of --repeat interleaved rounds (the order
+reversed every other round); start-up is
 the median of --repeat fresh pools.  Exits 0; on Pythons where the
 interpreter pool is unsupported it says so and stops.
 """
@@ -143,12 +144,14 @@ def main():
     names = ["serial (1 thread)"] + [n for n, _ in pools]
     times = {}
     try:
-        for _ in range(args.repeat):
+        for r in range(args.repeat):
             for label, ntasks, n in jobs:
                 work = [n] * ntasks
                 expected = [spin(n)] * ntasks
                 runners = [(names[0], serial(work, expected))] + [
                     (name, on(ex, work, expected)) for name, ex in pools]
+                if r % 2:
+                    runners.reverse()   # no executor always runs last
                 for name, run in runners:
                     t = best(run, 1)
                     times[label, name] = min(times.get((label, name), t), t)
