@@ -1,14 +1,16 @@
 """Side by side, one run: a CPU-bound pure-Python job run serially and on
 2 workers of the stdlib's ThreadPoolExecutor, the stdlib's
-ProcessPoolExecutor and cfutures.InterpreterPoolExecutor; plus each
-pool's start-up cost.
+ProcessPoolExecutor, the stdlib's own InterpreterPoolExecutor (3.14+) and
+cfutures.InterpreterPoolExecutor; plus each pool's start-up cost and
+trivial-task round trip.
 
     nice python benchmarks/bench_interpreter.py [--tasks 8] [--n 3000000]
                                                 [--repeat 3] [--quick]
 
 Job time is measured on a started (warmed-up) pool; start-up is the time
 from the constructor to both workers having answered a trivial task.
-Job times are the best of --repeat interleaved rounds; start-up is
+Job times are the best of --repeat interleaved rounds (the order
+reversed every other round); start-up is
 the median of --repeat fresh pools.  Exits 0; on Pythons where the
 interpreter pool is unsupported it says so and stops.
 """
@@ -127,9 +129,13 @@ def main():
          lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=fork_ctx)),
         ("stdlib ProcessPoolExecutor (spawn)",
          lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=spawn_ctx)),
-        ("cfutures.InterpreterPoolExecutor",
-         lambda: cfutures.InterpreterPoolExecutor(WORKERS)),
     ]
+    std_interp = getattr(cf, "InterpreterPoolExecutor", None)   # 3.14+
+    if std_interp is not None:
+        kinds.append(("stdlib InterpreterPoolExecutor",
+                      lambda: std_interp(WORKERS)))
+    kinds.append(("cfutures.InterpreterPoolExecutor",
+                  lambda: cfutures.InterpreterPoolExecutor(WORKERS)))
     startup = {name: startup_cost(make, args.repeat) for name, make in kinds}
     pools = [(name, start_pool(make)) for name, make in kinds]
 
@@ -138,12 +144,14 @@ def main():
     names = ["serial (1 thread)"] + [n for n, _ in pools]
     times = {}
     try:
-        for _ in range(args.repeat):
+        for r in range(args.repeat):
             for label, ntasks, n in jobs:
                 work = [n] * ntasks
                 expected = [spin(n)] * ntasks
                 runners = [(names[0], serial(work, expected))] + [
                     (name, on(ex, work, expected)) for name, ex in pools]
+                if r % 2:
+                    runners.reverse()   # no executor always runs last
                 for name, run in runners:
                     t = best(run, 1)
                     times[label, name] = min(times.get((label, name), t), t)

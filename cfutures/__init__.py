@@ -3,6 +3,7 @@
 Change ``import concurrent.futures`` to ``import cfutures`` and the program
 runs unchanged.
 """
+import sys as _sys
 
 
 def _require_extension():
@@ -66,6 +67,19 @@ __all__ = [
     'InterpreterPoolExecutor',
 ]
 
+# 3.14+, as the stdlib: no InterpreterPoolExecutor where _interpreters
+# is unavailable.  (Before 3.14 the name is always there; the constructor
+# explains what is missing.)
+_HAVE_INTERPRETERS = True
+if _sys.version_info >= (3, 14):
+    try:
+        import _interpreters  # noqa: F401
+    except ImportError:
+        _HAVE_INTERPRETERS = False
+        __all__.remove('InterpreterPoolExecutor')
+    else:
+        del _interpreters
+
 
 def __dir__():
     return __all__ + ['__author__', '__doc__']
@@ -79,7 +93,7 @@ def __getattr__(name):
     if name == 'ThreadPoolExecutor':
         from .thread import ThreadPoolExecutor
         return ThreadPoolExecutor
-    if name == 'InterpreterPoolExecutor':
+    if name == 'InterpreterPoolExecutor' and _HAVE_INTERPRETERS:
         from .interpreter import InterpreterPoolExecutor
         return InterpreterPoolExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

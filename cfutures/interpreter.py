@@ -9,6 +9,9 @@ The hot path (submit, queueing, running, completing futures) is C, in
 cfutures._cfutures.InterpreterPool.  This module holds the parts that are
 not hot: argument checks, the exception classes, the exit hook.
 """
+import dis
+import io
+import marshal
 import os
 import pickle
 import sys
@@ -115,23 +118,104 @@ def _make_execution_failed(name, qualname, module, msg, errdisplay):
     return ExecutionFailed(excinfo)
 
 
-# ---------------------------------------------------------- __main__ check
+# ------------------------------------------------------ slow-path pickling
+
+# 3.14+: what cannot be pickled plainly crosses as the stdlib's
+# cross-interpreter data does -- a "stateless" function (no closure,
+# defaults or globals) as its code, run with the worker's __main__
+# globals; a reference into __main__ by name (the worker re-runs the main
+# script as "<fake __main__>", src/interppool.c) -- and what cannot cross
+# fails with the stdlib's NotShareableError.  3.13: __main__ is refused.
+_XI = sys.version_info >= (3, 14)
+if _XI:
+    from concurrent.interpreters import NotShareableError
+else:
+    NotShareableError = None
+
+
+def _main_file():
+    main = sys.modules.get('__main__')
+    f = getattr(main, '__file__', None)
+    return f if isinstance(f, str) else None
+
+
+def _stateless_code(fn):
+    """fn's code if 3.14 would share fn as code (no closure, no defaults,
+    no globals but builtins), else None."""
+    if fn.__closure__ or fn.__defaults__ or fn.__kwdefaults__:
+        return None
+    code = fn.__code__
+    glob, builtins = fn.__globals__, fn.__builtins__
+    for ins in dis.get_instructions(code):
+        if ins.opname in _GLOBAL_OPS and (ins.argval in glob
+                                          or ins.argval not in builtins):
+            return None
+    return code
+
+
+# As 3.14, only names read count (a function that only assigns a global
+# is "stateless" and assigns the worker's __main__ global).
+_GLOBAL_OPS = frozenset(['LOAD_GLOBAL'])
+
+
+class _Ref:
+    """Stands for an object the worker looks up itself (callable: pickle
+    accepts it as the callable of a reduce value)."""
+    def __init__(self, reduced):
+        self.reduced = reduced
+
+    def __call__(self, *args):
+        raise TypeError("a placeholder for pickling")
+
+
+_TYPES = _Ref((__import__, ('types',)))
+_FUNCTION_TYPE = _Ref((getattr, (_TYPES, 'FunctionType')))
+_WORKER_MAIN = _Ref((__import__, ('__main__',)))
+_WORKER_MAIN_GLOBALS = _Ref((vars, (_WORKER_MAIN,)))
+
+
+def _refused(obj):
+    name = getattr(obj, '__qualname__', None) or repr(obj)
+    kind = 'class' if isinstance(obj, type) else 'function'
+    return pickle.PicklingError(
+        f"cannot run {kind} {name!r} in an "
+        f"InterpreterPoolExecutor: it is defined in __main__, "
+        f"which worker interpreters do not share; move it "
+        f"into an importable module")
+
 
 class _MainRefFinder(pickle.Pickler):
-    """Pickle to nowhere, raising at the first class or function that
-    lives in __main__ (reducer_override sees every class and function)."""
+    """3.13: pickle to nowhere, raising at the first class or function
+    that lives in __main__ (reducer_override sees every one)."""
 
     def reducer_override(self, obj):
         if isinstance(obj, (type, types.FunctionType,
                             types.BuiltinFunctionType)):
             if getattr(obj, '__module__', None) == '__main__':
-                name = getattr(obj, '__qualname__', None) or repr(obj)
-                kind = 'class' if isinstance(obj, type) else 'function'
-                raise pickle.PicklingError(
-                    f"cannot run {kind} {name!r} in an "
-                    f"InterpreterPoolExecutor: it is defined in __main__, "
-                    f"which worker interpreters do not share; move it "
-                    f"into an importable module")
+                raise _refused(obj)
+        return NotImplemented
+
+
+class _XIPickler(pickle.Pickler):
+    """3.14+: stateless functions as code; __main__ by name when the
+    workers can re-run a main script, else refused."""
+
+    main_file = None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, _Ref):
+            return obj.reduced
+        if isinstance(obj, types.CodeType):
+            return marshal.loads, (marshal.dumps(obj),)
+        if isinstance(obj, types.FunctionType):
+            code = _stateless_code(obj)
+            if code is not None:
+                return _FUNCTION_TYPE, (code, _WORKER_MAIN_GLOBALS)
+        if (isinstance(obj, (type, types.FunctionType,
+                             types.BuiltinFunctionType))
+                and getattr(obj, '__module__', None) == '__main__'
+                and self.main_file is None):
+            raise _refused(obj)
         return NotImplemented
 
 
@@ -140,10 +224,44 @@ class _NullWriter:
         return len(data)
 
 
-def _check_main(call):
-    """Raise PicklingError if the (fn, args, kwargs) call refers to
-    __main__.  C calls this only when the pickle mentions __main__."""
-    _MainRefFinder(_NullWriter(), pickle.HIGHEST_PROTOCOL).dump(call)
+def _xi_dumps(obj, out):
+    p = _XIPickler(out, pickle.HIGHEST_PROTOCOL)
+    p.main_file = _main_file()
+    p.dump(obj)
+
+
+def _not_shareable(call, exc):
+    """The stdlib's NotShareableError for a call that cannot cross, naming
+    the part (callable, args or kwargs) that failed."""
+    culprit = call
+    for part in call:
+        try:
+            _xi_dumps(part, _NullWriter())
+        except Exception:
+            culprit = part
+            break
+    try:
+        shown = repr(culprit)
+    except Exception:
+        shown = object.__repr__(culprit)
+    err = NotShareableError(f"{shown} does not support cross-interpreter data")
+    err.__cause__ = exc
+    return err
+
+
+def _check_main(call, failed):
+    """C calls this when pickle.dumps(call) failed (3.14+; failed is
+    True) or its bytes mention __main__.  Returns the bytes to send, None
+    to keep the plain pickle, or raises."""
+    if not _XI:
+        _MainRefFinder(_NullWriter(), pickle.HIGHEST_PROTOCOL).dump(call)
+        return None
+    out = io.BytesIO()
+    try:
+        _xi_dumps(call, out)
+    except Exception as exc:
+        raise _not_shareable(call, exc)
+    return out.getvalue()
 
 
 # ----------------------------------------------------------- exit handling
@@ -225,14 +343,35 @@ class InterpreterPoolExecutor(_cfutures.InterpreterPool, Executor,
             max_workers = min(32, (_cpu_count() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        init_error = None
         if initializer is not None:
             if isinstance(initializer, str):
                 raise TypeError('scripts not supported')
-            initdata = _cfutures._interp_pickle_call(
-                initializer, tuple(initargs), {})
+            try:
+                initdata = _cfutures._interp_pickle_call(
+                    initializer, tuple(initargs), {})
+            except Exception as exc:
+                if not _XI:
+                    raise
+                # As 3.14: each worker fails initializing (logged), which
+                # breaks the pool; the constructor succeeds.
+                initdata = None
+                init_error = exc
         else:
             initdata = None
-        self._setup(max_workers, thread_name_prefix, initdata)
+        self._setup(max_workers, thread_name_prefix, initdata, init_error)
 
     submit = _cfutures.InterpreterPool.submit
-    shutdown = _cfutures.InterpreterPool.shutdown
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        # (A Python def only for the stdlib's signature: `self` by keyword.)
+        return _cfutures.InterpreterPool.shutdown(
+            self, wait, cancel_futures=cancel_futures)
+    shutdown.__doc__ = _cfutures.InterpreterPool.shutdown.__doc__
+
+    if _XI:
+        @classmethod
+        def prepare_context(cls, initializer, initargs):
+            """The stdlib's (3.14): cfutures' own workers do not use it."""
+            from concurrent.futures.interpreter import WorkerContext
+            return WorkerContext.prepare(initializer, initargs)

@@ -94,7 +94,7 @@ typedef struct InterpCore {
     pthread_cond_t cond;        /* workers wait here for work or a stop */
     InterpTask *head, *tail;
     Py_ssize_t ntasks;
-    int idle;                   /* workers blocked in InterpCore_Pop */
+    int idle;                   /* workers between tasks (see SetIdle) */
     int nthreads;               /* workers started (names use it) */
     int max_workers;
     int shutdown;               /* shutdown() or executor collected */
@@ -296,28 +296,44 @@ pop_locked(InterpCore *c)
     return t;
 }
 
+/* A worker counts as idle from before it completes a future until it
+ * takes the next task: a submit() woken by that future must not start
+ * another worker (the stdlib's idle semaphore is released the same way,
+ * before the caller can see the result). */
+CF_WORKER_ONLY static void
+InterpCore_SetIdle(InterpCore *c)
+{
+    pthread_mutex_lock(&c->mutex);
+    c->idle++;
+    pthread_mutex_unlock(&c->mutex);
+}
+
+/* An idle worker takes a queued task, if any, without waiting. */
 CF_WORKER_ONLY static InterpTask *
 InterpCore_TryPop(InterpCore *c)
 {
     pthread_mutex_lock(&c->mutex);
     InterpTask *t = pop_locked(c);
+    if (t != NULL) {
+        c->idle--;
+    }
     pthread_mutex_unlock(&c->mutex);
     return t;
 }
 
-/* Block (the caller holds no GIL) until there is a task, or until the
- * queue is empty and the pool stops: then return NULL.  Queued work is
- * always finished first, as with the stdlib's sentinel at the queue end. */
+/* An idle worker blocks (holding no GIL) until there is a task, or until
+ * the queue is empty and the pool stops: then return NULL.  Either way it
+ * is no longer idle.  Queued work is always finished first, as with the
+ * stdlib's sentinel at the queue end. */
 CF_WORKER_ONLY static InterpTask *
 InterpCore_Pop(InterpCore *c)
 {
     pthread_mutex_lock(&c->mutex);
     while (c->head == NULL && !c->shutdown && !c->exiting && !c->broken) {
-        c->idle++;
         pthread_cond_wait(&c->cond, &c->mutex);
-        c->idle--;
     }
     InterpTask *t = pop_locked(c);
+    c->idle--;
     pthread_mutex_unlock(&c->mutex);
     return t;
 }
@@ -457,6 +473,8 @@ InterpResult_Clear(InterpResult *r)
 typedef struct {
     InterpCore *core;       /* strong */
     RawBuf syspath;         /* pickle of the main interpreter's sys.path */
+    RawBuf mainfile;        /* 3.14+: __main__.__file__ (UTF-8), or empty */
+    PyObject *init_error;   /* main interpreter's; touched with its GIL */
 } InterpWorker;
 
 static const char WORKER_CAPSULE[] = "cfutures._cfutures.interp_worker";
@@ -490,6 +508,8 @@ worker_capsule_destructor(PyObject *capsule)
         return;
     }
     RawBuf_Clear(&w->syspath);
+    RawBuf_Clear(&w->mainfile);
+    Py_CLEAR(w->init_error);
     core_release(w->core);
     PyMem_RawFree(w);
 }
@@ -550,6 +570,24 @@ result_to_exception(cf_state *st, InterpResult *r)
     if (orig == NULL) {
         return wrapper;
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    /* A NotShareableError of the worker's XI_HELPERS: as 3.14, its cause
+     * is a plain Exception with the text of what failed. */
+    PyObject *text = NULL;
+    if (PyObject_GetOptionalAttrString(orig, "_cf_xi_cause", &text) < 0) {
+        PyErr_Clear();
+    }
+    if (text != NULL) {
+        PyObject *cause = PyObject_CallOneArg(PyExc_Exception, text);
+        Py_DECREF(text);
+        if (cause == NULL || PyObject_DelAttrString(orig, "_cf_xi_cause") < 0) {
+            PyErr_Clear();
+        }
+        if (cause != NULL) {
+            Py_SETREF(wrapper, cause);
+        }
+    }
+#endif
     PyException_SetCause(orig, wrapper);     /* steals; suppresses context */
     return orig;
 }
@@ -618,9 +656,11 @@ worker_init_failed(cf_state *st, InterpCore *core, PyObject *exc)
     fail_tasks(st, InterpCore_Break(core));
 }
 
-/* pickle.dumps((fn, args, kwargs)), refusing references to __main__:
- * a worker interpreter has its own, empty, __main__.  The precise check
- * (in Python) runs only when the bytes mention __main__ at all. */
+/* pickle.dumps((fn, args, kwargs)).  The slow path, in Python
+ * (cfutures.interpreter._check_main), runs only when the bytes mention
+ * __main__ at all (a worker has its own __main__) or, on 3.14+, when the
+ * plain pickle failed (stateless functions cross as code, the rest fails
+ * with NotShareableError). */
 static PyObject *
 pickle_call(cf_state *st, PyObject *fn, PyObject *args, PyObject *kwargs)
 {
@@ -634,16 +674,34 @@ pickle_call(cf_state *st, PyObject *fn, PyObject *args, PyObject *kwargs)
         Py_SETREF(data, NULL);
         PyErr_SetString(PyExc_TypeError, "pickle.dumps() did not return bytes");
     }
-    if (data != NULL
-        && memmem(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
-                  "__main__", 8) != NULL) {
-        PyObject *r = PyObject_CallOneArg(st->interp.check_main, call);
-        if (r == NULL) {
-            Py_CLEAR(data);
-        }
-        Py_XDECREF(r);
+    int failed = data == NULL;
+#if PY_VERSION_HEX >= 0x030E0000
+    if (failed && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
     }
+    else
+#endif
+    if (failed
+        || memmem(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+                  "__main__", 8) == NULL) {
+        Py_DECREF(call);
+        return data;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(
+        st->interp.check_main, call, failed ? Py_True : Py_False, NULL);
     Py_DECREF(call);
+    if (r == NULL) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    if (PyBytes_Check(r)) {
+        Py_XSETREF(data, r);
+        return data;
+    }
+    Py_DECREF(r);
+    if (data == NULL) {
+        PyErr_SetString(PyExc_TypeError, "call could not be pickled");
+    }
     return data;
 }
 
@@ -665,6 +723,7 @@ typedef struct {
     InterpCore *ip_core;        /* NULL until _setup() */
     PyObject *ip_threads;       /* set of threading.Thread */
     PyObject *ip_prefix;        /* thread_name_prefix */
+    PyObject *ip_init_error;    /* 3.14+: the initializer could not cross */
 } InterpPoolObject;
 
 static int
@@ -728,11 +787,29 @@ spawn_worker(cf_state *st, InterpPoolObject *self, int index)
         }
         Py_CLEAR(syspath_data);
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14's "<fake __main__>": a worker that meets a reference into
+     * __main__ runs this script (best effort: a missing file just fails
+     * that unpickling). */
+    PyObject *mainname = PyUnicode_FromString("__main__");
+    PyObject *mainmod = mainname ? PyImport_GetModule(mainname) : NULL;
+    Py_XDECREF(mainname);
+    if (mainmod != NULL) {
+        PyObject *file = PyObject_GetAttrString(mainmod, "__file__");
+        RawBuf_FromStr(&w->mainfile, file);     /* clears any error */
+        Py_XDECREF(file);
+        Py_DECREF(mainmod);
+    }
+    PyErr_Clear();
+#endif
+    w->init_error = Py_XNewRef(self->ip_init_error);
     w->core = self->ip_core;
     InterpCore_Incref(w->core);
     handle = PyCapsule_New(w, WORKER_CAPSULE, worker_capsule_destructor);
     if (handle == NULL) {
         RawBuf_Clear(&w->syspath);
+        RawBuf_Clear(&w->mainfile);
+        Py_CLEAR(w->init_error);
         core_release(w->core);
         PyMem_RawFree(w);
         return -1;
@@ -938,17 +1015,20 @@ InterpPool_shutdown(PyObject *op, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(InterpPool_setup_doc,
-"_setup($self, max_workers, thread_name_prefix, initdata, /)\n--\n\n"
+"_setup($self, max_workers, thread_name_prefix, initdata, init_error, /)\n"
+"--\n\n"
 "Initialise the native pool; initdata is a pickled initializer call or\n"
-"None.  Called once by InterpreterPoolExecutor.__init__.");
+"None; init_error (or None) is the exception each worker fails\n"
+"initializing with.  Called once by InterpreterPoolExecutor.__init__.");
 
 static PyObject *
 InterpPool__setup(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     InterpPoolObject *self = (InterpPoolObject *)op;
-    if (nargs != 3) {
+    if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
-                        "_setup(max_workers, thread_name_prefix, initdata)");
+                        "_setup(max_workers, thread_name_prefix, initdata, "
+                        "init_error)");
         return NULL;
     }
     long max_workers = PyLong_AsLong(args[0]);
@@ -985,6 +1065,9 @@ InterpPool__setup(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(self->ip_prefix, Py_NewRef(args[1]));
+    if (args[3] != Py_None) {
+        Py_XSETREF(self->ip_init_error, Py_NewRef(args[3]));
+    }
     Py_RETURN_NONE;
 }
 
@@ -1056,6 +1139,7 @@ InterpPool_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->ip_threads);
     Py_VISIT(self->ip_prefix);
+    Py_VISIT(self->ip_init_error);
     return 0;
 }
 
@@ -1065,6 +1149,7 @@ InterpPool_clear(PyObject *op)
     InterpPoolObject *self = (InterpPoolObject *)op;
     Py_CLEAR(self->ip_threads);
     Py_CLEAR(self->ip_prefix);
+    Py_CLEAR(self->ip_init_error);
     return 0;
 }
 
@@ -1141,6 +1226,8 @@ typedef struct {
     PyObject *dumps;
     PyObject *protocol;
     PyObject *format_exception;     /* traceback.format_exception, lazily */
+    PyObject *helpers;              /* 3.14+: XI_HELPERS' namespace, lazily */
+    const RawBuf *mainfile;         /* the worker's, read-only */
 } SubInterp;
 
 static void
@@ -1150,6 +1237,7 @@ SubInterp_Clear(SubInterp *sub)
     Py_CLEAR(sub->dumps);
     Py_CLEAR(sub->protocol);
     Py_CLEAR(sub->format_exception);
+    Py_CLEAR(sub->helpers);
 }
 
 /* Leave the attached interpreter (releasing its GIL) and attach `to`
@@ -1237,6 +1325,92 @@ capture_exception(SubInterp *sub, InterpResult *r)
     PyErr_Clear();
 }
 
+#if PY_VERSION_HEX >= 0x030E0000
+/* The worker's slow paths, as 3.14's cross-interpreter data behaves: run
+ * in the worker interpreter only after a plain pickle.loads()/dumps()
+ * failed. */
+static const char XI_HELPERS[] =
+"import pickle, sys\n"
+"from concurrent.interpreters import NotShareableError\n"
+"_fake_main = None\n"
+"def failed(msg, inner):\n"
+"    # the stdlib's __cause__ for these: an Exception with the text of\n"
+"    # the inner chain, without tracebacks (C installs it)\n"
+"    import traceback\n"
+"    e = inner\n"
+"    while e is not None:\n"
+"        e.__traceback__ = None\n"
+"        e = e.__cause__\n"
+"    outer = NotShareableError(msg)\n"
+"    outer._cf_xi_cause = ''.join(\n"
+"        traceback.format_exception(inner)).rstrip('\\n')\n"
+"    return outer\n"
+"def load(data, mainfile):\n"
+"    try:\n"
+"        return pickle.loads(data)\n"
+"    except Exception as exc:\n"
+"        err = exc\n"
+"    if mainfile is not None and b'__main__' in data:\n"
+"        global _fake_main\n"
+"        try:\n"
+"            if _fake_main is None:\n"
+"                import runpy, types\n"
+"                ns = runpy.run_path(mainfile, run_name='<fake __main__>')\n"
+"                _fake_main = types.ModuleType('__main__')\n"
+"                _fake_main.__dict__.update(ns)\n"
+"            real = sys.modules['__main__']\n"
+"            sys.modules['__main__'] = _fake_main\n"
+"            try:\n"
+"                return pickle.loads(data)\n"
+"            finally:\n"
+"                sys.modules['__main__'] = real\n"
+"        except Exception as exc:\n"
+"            err = exc\n"
+"    inner = NotShareableError('object could not be unpickled')\n"
+"    inner.__cause__ = err\n"
+"    raise failed('args not shareable', inner)\n"
+"def dump(obj, protocol):\n"
+"    try:\n"
+"        return pickle.dumps(obj, protocol)\n"
+"    except Exception as exc:\n"
+"        try:\n"
+"            shown = repr(obj)\n"
+"        except Exception:\n"
+"            shown = object.__repr__(obj)\n"
+"        inner = NotShareableError(\n"
+"            f'{shown} does not support cross-interpreter data')\n"
+"        raise failed('object does not support cross-interpreter data',\n"
+"                     inner)\n";
+
+/* Sub GIL, no error set: call XI_HELPERS' `name`.  New reference, or NULL
+ * with an error set. */
+static PyObject *
+sub_helper(SubInterp *sub, const char *name, PyObject *a, PyObject *b)
+{
+    if (sub->helpers == NULL) {
+        PyObject *ns = PyDict_New();
+        if (ns == NULL || PyDict_SetItemString(ns, "__builtins__",
+                                               PyEval_GetBuiltins()) < 0) {
+            Py_XDECREF(ns);
+            return NULL;
+        }
+        PyObject *r = PyRun_String(XI_HELPERS, Py_file_input, ns, ns);
+        if (r == NULL) {
+            Py_DECREF(ns);
+            return NULL;
+        }
+        Py_DECREF(r);
+        sub->helpers = ns;
+    }
+    PyObject *fn = PyDict_GetItemString(sub->helpers, name);   /* borrowed */
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_SystemError, "cfutures: helper missing");
+        return NULL;
+    }
+    return PyObject_CallFunctionObjArgs(fn, a, b, NULL);
+}
+#endif
+
 /* Sub GIL: unpickle (fn, args, kwargs) from raw memory and call it. */
 static PyObject *
 sub_call(SubInterp *sub, const char *data, size_t len)
@@ -1246,6 +1420,16 @@ sub_call(SubInterp *sub, const char *data, size_t len)
         return NULL;
     }
     PyObject *call = PyObject_CallOneArg(sub->loads, bytes);
+#if PY_VERSION_HEX >= 0x030E0000
+    if (call == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        PyObject *mainfile = RawBuf_AsStr((RawBuf *)sub->mainfile);
+        if (mainfile != NULL) {
+            call = sub_helper(sub, "load", bytes, mainfile);
+            Py_DECREF(mainfile);
+        }
+    }
+#endif
     Py_DECREF(bytes);
     if (call == NULL) {
         return NULL;
@@ -1272,6 +1456,12 @@ sub_run_task(SubInterp *sub, InterpTask *t, InterpResult *r)
     if (res != NULL) {
         PyObject *stack[2] = {res, sub->protocol};
         PyObject *data = PyObject_Vectorcall(sub->dumps, stack, 2, NULL);
+#if PY_VERSION_HEX >= 0x030E0000
+        if (data == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear();
+            data = sub_helper(sub, "dump", res, sub->protocol);
+        }
+#endif
         Py_DECREF(res);
         if (data != NULL && PyBytes_Check(data)
             && RawBuf_FromBytes(&r->pickled, data) == 0) {
@@ -1293,6 +1483,7 @@ sub_run_task(SubInterp *sub, InterpTask *t, InterpResult *r)
 static int
 sub_setup(SubInterp *sub, InterpWorker *w, InterpCore *core, InterpResult *r)
 {
+    sub->mainfile = &w->mainfile;
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (pickle != NULL) {
         sub->loads = PyObject_GetAttrString(pickle, "loads");
@@ -1341,6 +1532,10 @@ interp_worker(PyObject *mod, PyObject *handle)
         return NULL;
     }
     InterpCore *core = w->core;     /* the handle keeps it alive */
+    if (w->init_error != NULL) {
+        worker_init_failed(st, core, w->init_error);
+        Py_RETURN_NONE;
+    }
     PyThreadState *main_ts = PyThreadState_Get();
     SubInterp sub = {0};
     InterpResult res = {0};
@@ -1378,6 +1573,7 @@ interp_worker(PyObject *mod, PyObject *handle)
     }
 
     InterpTask *task = NULL;
+    InterpCore_SetIdle(core);
     for (;;) {
         /* Main GIL held.  Take the next task without sleeping if one is
          * queued: one main-GIL visit then completes a future and starts
@@ -1398,6 +1594,7 @@ interp_worker(PyObject *mod, PyObject *handle)
                 log_worker_error(st);
             }
             task_free(task);
+            InterpCore_SetIdle(core);
             continue;
         }
         switch_to(sub_ts);
@@ -1415,6 +1612,7 @@ interp_worker(PyObject *mod, PyObject *handle)
             Py_RETURN_NONE;
         }
         switch_to(main_ts);
+        InterpCore_SetIdle(core);
         deliver(st, fut, &res);
         InterpResult_Clear(&res);
         task_free(task);

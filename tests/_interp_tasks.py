@@ -127,3 +127,14 @@ def rendezvous(directory, me, other, timeout=30.0):
             return None
         time.sleep(0.002)
     return interp_info()['interp_id']
+
+
+class UnpicklesBadly:
+    """Pickles fine, fails to unpickle (as CPython's PickleShenanigans)."""
+
+    def __init__(self, value):
+        if value == 1:
+            raise RuntimeError("gotcha")
+
+    def __reduce__(self):
+        return (self.__class__, (1,))

@@ -34,19 +34,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SUPPORTED = sys.version_info >= (3, 13)
+# 3.14+: the stdlib has its own InterpreterPoolExecutor, the reference.
+STD_INTERP = getattr(concurrent.futures, "InterpreterPoolExecutor", None)
+needs_std = pytest.mark.skipif(
+    STD_INTERP is None, reason="the stdlib has no InterpreterPoolExecutor")
 needs_support = pytest.mark.skipif(
     not SUPPORTED,
     reason="InterpreterPoolExecutor needs CPython 3.13+ (refused on "
            f"{sys.version_info.major}.{sys.version_info.minor})")
 
 
-def run_script(body, timeout=60):
+def run_script(body, timeout=60, path=None):
     """Run a script in a fresh interpreter with cfutures and the task
-    module importable; return the CompletedProcess."""
+    module importable (also to the stdlib's workers: PYTHONPATH); from
+    `path` if given, else with -c.  Return the CompletedProcess."""
     prelude = (f"import sys\nsys.path[:0] = [{ROOT!r}, {HERE!r}]\n")
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(body)],
-        capture_output=True, text=True, timeout=timeout)
+    code = prelude + textwrap.dedent(body)
+    if path is not None:
+        with open(path, "w") as f:
+            f.write(code)
+        argv = [sys.executable, str(path)]
+    else:
+        argv = [sys.executable, "-c", code]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, HERE] + [p for p in [env.get("PYTHONPATH")] if p])
+    return subprocess.run(argv, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 # ------------------------------------------------------------ everywhere
@@ -206,6 +220,7 @@ def test_unpicklable_exception_raises_execution_failed(ex):
 
 
 @needs_support
+@pytest.mark.skipif(STD_INTERP is not None, reason="3.13 behaviour")
 @pytest.mark.timeout(60)
 def test_unpicklable_call_or_result_fails_the_future(ex):
     f = ex.submit(T.identity, threading.Lock())       # argument
@@ -219,6 +234,8 @@ def test_unpicklable_call_or_result_fails_the_future(ex):
 
 
 @needs_support
+@pytest.mark.skipif(STD_INTERP is not None,
+                    reason="3.13 behaviour; 3.14+ re-runs the script")
 @pytest.mark.timeout(60)
 def test_main_functions_refused():
     r = run_script("""
@@ -596,3 +613,221 @@ def test_many_tasks_and_lifecycles_without_growth():
     """, timeout=110)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1] == "ok"
+
+
+@needs_support
+@pytest.mark.timeout(90)
+def test_idle_worker_is_reused():
+    # A worker counts as idle before it completes a future, so a submit()
+    # woken by that future never starts a second worker.  (It raced.)
+    for _ in range(10):
+        with InterpreterPoolExecutor(4) as ex:
+            for i in range(30):
+                assert ex.submit(T.square, i).result() == i * i
+            assert len(ex._threads) == 1
+
+
+# --------------------------------- 3.14+: side by side with the stdlib's own
+
+SIDE_BY_SIDE = """
+    import concurrent.futures, contextlib, io, json, threading
+    import cfutures, _interp_tasks as T
+
+    def outcome(f, details=False):
+        try:
+            return ["ok", repr(f.result(timeout=30))]
+        except BaseException as e:
+            row = ["raised", type(e).__module__, type(e).__qualname__]
+            if details:
+                c = e.__cause__
+                # (the traceback in an ExecutionFailed's text differs: the
+                # stdlib's has a frame of its do_call helper)
+                row += [str(e).split("\\n")[0], type(c).__qualname__,
+                        "unpickled" in str(c)]
+                info = getattr(c, "excinfo", None) or getattr(e, "excinfo", None)
+                if info is not None:
+                    row += [info.type.__name__, info.msg]
+            return row
+
+    def run(mod):
+        IPE = mod.InterpreterPoolExecutor
+        rows = []
+        def stateless(a, b):
+            return a * b + len("xy")
+        spam = 1
+        def closure():
+            return spam
+        class Local:
+            pass
+        with IPE(2) as ex:
+            rows.append(outcome(ex.submit(T.add, 1, 2, c=3)))
+            rows.append(outcome(ex.submit(stateless, 3, 4)))
+            rows.append(outcome(ex.submit(lambda: 5)))
+            rows.append(list(ex.map(stateless, [1, 2], [3, 4])))
+            rows.append(outcome(ex.submit(closure)))
+            rows.append(outcome(ex.submit(Local)))
+            rows.append(outcome(ex.submit(T.identity, Local())))
+            rows.append(outcome(ex.submit(T.identity, threading.Lock())))
+            rows.append(outcome(ex.submit(T.return_unpicklable), True))
+            rows.append(outcome(ex.submit(T.identity, T.UnpicklesBadly(0)),
+                                True))
+            rows.append(outcome(ex.submit(T.raise_custom, "boom"), True))
+            rows.append(outcome(ex.submit(T.raise_unpicklable, "nope"), True))
+            rows.append(outcome(ex.submit(T.raise_system_exit)))
+            try:
+                ex.submit("x = 1")
+            except TypeError as e:
+                rows.append(["TypeError", str(e)])
+            rows.append(outcome(ex.submit(T.square, 5)))
+        for init in [closure, T.init_fail]:
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                with IPE(1, initializer=init) as ex:
+                    f = ex.submit(T.square, 2)
+                    f.exception(timeout=30)
+            rows.append(outcome(f) + [str(f.exception()),
+                                      "Exception in initializer:" in err.getvalue(),
+                                      "NotShareableError" in err.getvalue()])
+        return rows
+
+    std, ours = run(concurrent.futures), run(cfutures)
+    for a, b in zip(std, ours):
+        print("stdlib  ", a)
+        print("cfutures", b)
+    print(json.dumps(std == ours))
+"""
+
+
+@needs_support
+@needs_std
+@pytest.mark.timeout(120)
+def test_same_outcomes_as_stdlib_interpreter_pool():
+    # Each call crosses as 3.14's cross-interpreter data does: stateless
+    # functions (local ones too) run, closures/local classes/unpicklable
+    # values fail with NotShareableError, worker exceptions come back
+    # with ExecutionFailed as __cause__, an initializer that cannot cross
+    # breaks the pool.  Compared with the stdlib's own pool, in a
+    # subprocess whose PYTHONPATH lets the stdlib's workers import tasks.
+    r = run_script(SIDE_BY_SIDE, timeout=110)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "true", r.stdout
+
+
+MAIN_SCRIPT = """
+    import concurrent.futures, cfutures
+
+    INITIALIZER_STATUS = 'uninitialized'
+    CALLS = []
+
+    def init(x):
+        global INITIALIZER_STATUS
+        INITIALIZER_STATUS = x
+        INITIALIZER_STATUS      # reads a global: not "stateless"
+
+    def init_stateless(x):      # runs with the worker's real __main__
+        global INITIALIZER_STATUS
+        INITIALIZER_STATUS = x
+
+    def get_init_status():
+        return INITIALIZER_STATUS
+
+    def record(x):
+        CALLS.append(x)
+        return list(CALLS)
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    if __name__ == "__main__":
+        for mod in (concurrent.futures, cfutures):
+            exe = mod.InterpreterPoolExecutor(1, initializer=init,
+                                              initargs=('initialized',))
+            print(exe.submit(get_init_status).result())
+            print(exe.submit(record, 1).result(), exe.submit(record, 2).result())
+            print(exe.submit(getattr, Point(7), 'x').result())
+            print(exe.submit(__name__.upper).result())
+            exe.shutdown(wait=True)
+            print(INITIALIZER_STATUS, CALLS)
+            with mod.InterpreterPoolExecutor(
+                    1, initializer=init_stateless, initargs=('set',)) as exe:
+                print(exe.submit(get_init_status).result())
+"""
+
+
+@needs_support
+@needs_std
+@pytest.mark.timeout(120)
+def test_main_script_functions_as_stdlib(tmp_path):
+    # 3.14+: a worker that meets a function or class of __main__ runs the
+    # main script itself as "<fake __main__>" (once per worker), as the
+    # stdlib does; the `if __name__ == "__main__"` block does not run there.
+    r = run_script(MAIN_SCRIPT, path=tmp_path / "main_script.py", timeout=110)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:6] == ["initialized", "[1] [1, 2]", "7", "__MAIN__",
+                         "uninitialized []", "uninitialized"], r.stdout
+    assert lines[6:] == lines[:6]
+
+
+@needs_support
+@needs_std
+@pytest.mark.timeout(60)
+def test_main_function_without_script_not_shareable():
+    # No script to re-run (python -c): the stdlib fails the future with
+    # NotShareableError; cfutures too, its __cause__ saying what to do.
+    r = run_script("""
+        import concurrent.futures, cfutures
+        def work(x):
+            return sys.path and x
+        for mod in (concurrent.futures, cfutures):
+            with mod.InterpreterPoolExecutor(1) as ex:
+                e = ex.submit(work, 1).exception(timeout=30)
+                print(type(e).__module__, type(e).__name__)
+        print(e.__cause__)
+    """)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == lines[1] == "concurrent.interpreters NotShareableError"
+    assert lines[2].startswith(
+        "cannot run function 'work' in an InterpreterPoolExecutor: it is "
+        "defined in __main__")
+
+
+@needs_support
+@needs_std
+@pytest.mark.timeout(30)
+def test_api_same_as_stdlib_interpreter_pool():
+    import inspect
+    import concurrent.interpreters as interpreters
+    from concurrent.futures import interpreter as std
+    assert BrokenInterpreterPool is std.BrokenInterpreterPool
+    assert ExecutionFailed is interpreters.ExecutionFailed
+    assert ci.NotShareableError is interpreters.NotShareableError
+    assert (inspect.signature(InterpreterPoolExecutor)
+            == inspect.signature(STD_INTERP))
+    for name in ["submit", "map", "shutdown", "prepare_context"]:
+        assert (str(inspect.signature(getattr(InterpreterPoolExecutor, name)))
+                == str(inspect.signature(getattr(STD_INTERP, name)))), name
+    # prepare_context is the stdlib's (cfutures' workers do not use it).
+    create, resolve = InterpreterPoolExecutor.prepare_context(None, ())
+    assert resolve(T.square, (3,), {}) == (T.square, (3,), {})
+    with pytest.raises(TypeError, match="^scripts not supported$"):
+        resolve("x = 1", (), {})
+
+
+@needs_support
+@needs_std
+@pytest.mark.timeout(60)
+def test_hidden_without_interpreters_module():
+    r = run_script("""
+        sys.modules['_interpreters'] = None
+        import concurrent.futures, cfutures
+        for mod in (concurrent.futures, cfutures):
+            ns = {}
+            exec(f"from {mod.__name__} import *", ns)
+            print(hasattr(mod, 'InterpreterPoolExecutor'),
+                  'InterpreterPoolExecutor' in ns,
+                  'InterpreterPoolExecutor' in mod.__all__)
+    """)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["False False False"] * 2
