@@ -1872,6 +1872,11 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
 static int
 core_wait_done(ProcessCoreObject *core)
 {
+    if (core->sh == NULL || core->sh->inherited) {
+        /* a fork child (a fork worker runs threading._shutdown() too):
+         * the parent's dispatcher is not ours to wait for */
+        return 0;
+    }
     while (core->starting) {
         /* another thread starts the pool (a few forks): brief */
         Py_BEGIN_ALLOW_THREADS
