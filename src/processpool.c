@@ -1741,9 +1741,7 @@ ProcessCore_abort(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProcessCoreObject *core = (ProcessCoreObject *)self;
     if (core->sh != NULL && !core->sh->inherited && core->started) {
-        PyObject *cause = cf_PyErr_GetRaisedException();
-        core_break(core, cause);
-        cf_PyErr_SetRaisedException(cause);
+        core_break(core, NULL);
         kick(core->sh);
     }
     Py_RETURN_NONE;
@@ -1947,7 +1945,8 @@ core_start(ProcessCoreObject *core)
         return -1;
     }
     core->started = 1;
-    /* The dispatcher may already have finished (and cleared nothing). */
+    /* If the dispatcher finished meanwhile (its end clears core->thread),
+     * this keeps a finished Thread: joining it returns at once. */
     Py_XSETREF(core->thread, t);
     return 0;
 }

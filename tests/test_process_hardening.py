@@ -303,7 +303,10 @@ def _ctrl_c_once(impl, op):
         env=_env(impl), cwd=HERE, start_new_session=True)
     try:
         assert p.stdout.readline().strip() == "READY"
-        time.sleep(0.3)         # let it block (correctness does not depend on it)
+        # let it block (exit: reach the exit hook's wait; a SIGINT landing
+        # in threading._shutdown() before the hooks runs skips them, with
+        # the stdlib too); correctness does not depend on it
+        time.sleep(1.0 if op == "exit" else 0.3)
         os.killpg(p.pid, signal.SIGINT)
         try:
             out, err = p.communicate(timeout=40)
