@@ -55,8 +55,17 @@ def _python_exit():
     items = list(_io_threads.items())
     for _, core in items:
         core._exit_wakeup()
-    for t, _ in items:
-        t.join()
+    try:
+        for _, core in items:
+            core._wait_done()       # interruptible; joins the thread
+    except BaseException:
+        # Ctrl-C while exit waits for queued work: drop it and stop the
+        # workers now, wait for them to be reaped, then let it propagate.
+        for _, core in items:
+            core._abort()
+        for _, core in items:
+            core._wait_done()
+        raise
 
 
 threading._register_atexit(_python_exit)

@@ -264,6 +264,7 @@ typedef struct {
      * and the interpreter-exit flag its atexit hook sets. */
     PyObject *proc_helpers;
     int proc_global_shutdown;
+    int proc_watcher;                   /* dict watcher id + 1 (3.12+), 0: none */
 
     cf_interp_state interp;             /* interppool.c */
 } cf_state;
@@ -348,6 +349,7 @@ int cf_threadpool_module_init(PyObject *mod, cf_state *st);
 
 /* processpool.c */
 int cf_processpool_module_init(PyObject *mod, cf_state *st);
+void cf_processpool_state_clear(cf_state *st);
 /* interppool.c */
 int cf_interppool_module_init(PyObject *mod, cf_state *st);
 int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);

@@ -48,6 +48,7 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->ProcessCore_type);
     Py_CLEAR(st->FrameWriter_type);
     Py_CLEAR(st->ChainLists_type);
+    cf_processpool_state_clear(st);
     Py_CLEAR(st->proc_helpers);
     Py_CLEAR(st->InterpPool_type);
     Py_CLEAR(st->future_class);

@@ -149,6 +149,8 @@ typedef struct ProcShared {
     FrameRef *batch;
     size_t nbatch, batchcap;
     cf_time_t kill_deadline;    /* CF_FOREVER unless terminating */
+    int io_errno;               /* ppoll()/realloc() failed: break the pool */
+    cf_event done_ev;           /* posted when the dispatcher is done (latch) */
 } ProcShared;
 
 /* ---- registry + fork hooks: a child must not keep the parent's pipes
@@ -238,6 +240,7 @@ ProcShared_New(void)
     pthread_mutex_init(&sh->mutex, NULL);
     sh->depth = DEPTH_MIN;
     sh->kill_deadline = CF_FOREVER;
+    cf_event_init(&sh->done_ev);
     pthread_mutex_lock(&reg_mutex);
     sh->reg_next = reg_head;
     if (reg_head) {
@@ -288,6 +291,7 @@ ProcShared_Free(ProcShared *sh)
     if (!sh->inherited) {
         pthread_mutex_destroy(&sh->mutex);
     }
+    cf_event_destroy(&sh->done_ev);
     free(sh);
 }
 
@@ -551,19 +555,93 @@ typedef struct {
     PyObject *pickler;
     PyObject *dump;             /* bound pickler.dump */
     PyObject *clear_memo;       /* bound pickler.clear_memo */
-    Py_ssize_t n_copyreg, n_extra;
+    uint64_t v_copyreg, v_extra;    /* tables_version() when copied */
+    int synced;                     /* dispatch_table holds that copy */
     int busy;
 } ProcPickler;
+
+/* Has a reducer table changed since it was copied?  Re-registering a
+ * reducer for a known type changes a value, not the size, so versions are
+ * compared: 3.12+ a dict watcher bumps a counter (ma_version_tag is
+ * deprecated there and gone in 3.14); before, the dicts' version tags
+ * (a fresh value from a global counter on every change).  One or two
+ * loads per submit. */
+#if PY_VERSION_HEX >= 0x030C0000
+static uint64_t reducers_gen = 1;
+
+static int
+reducers_watch(PyDict_WatchEvent ev, PyObject *d, PyObject *k, PyObject *v)
+{
+    __atomic_add_fetch(&reducers_gen, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void
+tables_watch(cf_state *st)
+{
+    if (st->proc_watcher != 0) {
+        return;
+    }
+    int id = PyDict_AddWatcher(reducers_watch);
+    if (id < 0) {
+        PyErr_Clear();          /* no free slot: rebuild on every dump */
+        return;
+    }
+    if (PyDict_Watch(id, HELPER(st, H_COPYREG_TABLE)) < 0
+        || PyDict_Watch(id, HELPER(st, H_EXTRA_REDUCERS)) < 0) {
+        PyErr_Clear();
+        (void)PyDict_ClearWatcher(id);
+        PyErr_Clear();
+        return;
+    }
+    st->proc_watcher = id + 1;
+}
+#endif
+
+static void
+tables_version(cf_state *st, uint64_t *vc, uint64_t *ve)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    static uint64_t unwatched;
+    *vc = st->proc_watcher != 0
+          ? __atomic_load_n(&reducers_gen, __ATOMIC_RELAXED)
+          : __atomic_add_fetch(&unwatched, 1, __ATOMIC_RELAXED);
+    *ve = st->proc_watcher != 0 ? 0 : 1;
+#else
+    *vc = ((PyDictObject *)HELPER(st, H_COPYREG_TABLE))->ma_version_tag;
+    *ve = ((PyDictObject *)HELPER(st, H_EXTRA_REDUCERS))->ma_version_tag;
+#endif
+}
+
+/* Module state is cleared: stop watching (3.12+). */
+void
+cf_processpool_state_clear(cf_state *st)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (st->proc_watcher != 0 && st->proc_helpers != NULL) {
+        (void)PyDict_Unwatch(st->proc_watcher - 1,
+                             HELPER(st, H_COPYREG_TABLE));
+        (void)PyDict_Unwatch(st->proc_watcher - 1,
+                             HELPER(st, H_EXTRA_REDUCERS));
+        (void)PyDict_ClearWatcher(st->proc_watcher - 1);
+        PyErr_Clear();
+    }
+    st->proc_watcher = 0;
+#else
+    (void)st;
+#endif
+}
 
 static int
 pickler_sync_table(cf_state *st, ProcPickler *pp)
 {
     /* ForkingPickler copies copyreg's table and adds its reducers on
-     * every instantiation; we rebuild when either dict changes size. */
+     * every instantiation; we rebuild when either dict has changed. */
     PyObject *cr = HELPER(st, H_COPYREG_TABLE);
     PyObject *ex = HELPER(st, H_EXTRA_REDUCERS);
-    if (pp->n_copyreg == PyDict_GET_SIZE(cr)
-        && pp->n_extra == PyDict_GET_SIZE(ex)) {
+    uint64_t vc, ve;
+    tables_version(st, &vc, &ve);
+    if (pp->synced && pp->v_copyreg == vc && pp->v_extra == ve) {
         return 0;
     }
     PyObject *table = PyDict_Copy(cr);
@@ -576,8 +654,9 @@ pickler_sync_table(cf_state *st, ProcPickler *pp)
         return -1;
     }
     Py_DECREF(table);
-    pp->n_copyreg = PyDict_GET_SIZE(cr);
-    pp->n_extra = PyDict_GET_SIZE(ex);
+    pp->v_copyreg = vc;
+    pp->v_extra = ve;
+    pp->synced = 1;
     return 0;
 }
 
@@ -588,14 +667,13 @@ pickler_clear(ProcPickler *pp)
     Py_CLEAR(pp->pickler);
     Py_CLEAR(pp->dump);
     Py_CLEAR(pp->clear_memo);
-    pp->n_copyreg = pp->n_extra = -1;
+    pp->synced = 0;
 }
 
 static int
 pickler_init(cf_state *st, ProcPickler *pp)
 {
     memset(pp, 0, sizeof(*pp));
-    pp->n_copyreg = pp->n_extra = -1;
     FrameWriterObject *fw = PyObject_New(FrameWriterObject,
                                          st->FrameWriter_type);
     if (fw == NULL) {
@@ -775,6 +853,11 @@ typedef struct {
     int executor_gone;
     int stop_sent;
     int launch_failed;
+    /* Dispatcher start-up is single-flight: set before any Python runs
+     * (it may release the GIL), so that a racing submit() neither starts
+     * a second dispatcher nor launches workers of its own. */
+    int starting;
+    int started;                /* a dispatcher was started: done_ev posts */
 } ProcessCoreObject;
 
 typedef struct {
@@ -896,6 +979,9 @@ core_launch_worker(ProcessCoreObject *core)
     w->next = sh->launching;
     sh->launching = w;
     pthread_mutex_unlock(&sh->mutex);
+    /* Counted before the call (which releases the GIL): a launch racing
+     * this one sees it and max_workers is never exceeded. */
+    core->nprocs_active++;
 
     /* The helper owns (and closes) the child's ends from here on. */
     PyObject *p = PyObject_CallFunction(
@@ -946,12 +1032,12 @@ core_launch_worker(ProcessCoreObject *core)
         wake_write(sh);
     }
     if (p == NULL) {
+        core->nprocs_active--;
         ProcMsgQueue_Clear(&w->out);
         free(w);
         return -1;
     }
     Py_DECREF(p);
-    core->nprocs_active++;
     return 0;
 
 fail_fds:
@@ -1079,7 +1165,12 @@ update_depth(ProcessCoreObject *core)
 }
 
 /* Move backlog tasks to the send queue while there is room (GIL).  Returns
- * 1 if something was queued. */
+ * 1 if something was queued.
+ *
+ * Cancelled entries are dropped without using the room reserved for them:
+ * popping goes on until that room is used or the backlog is empty.  (Had
+ * they used it, a backlog head of cancelled futures with nothing in flight
+ * would wait for a result that never comes.) */
 static int
 core_promote(ProcessCoreObject *core, int wake)
 {
@@ -1102,11 +1193,11 @@ core_promote(ProcessCoreObject *core, int wake)
         return 0;
     }
     ProcMsgQueue ready = {0};
-    Py_ssize_t unused = 0;
-    for (Py_ssize_t i = 0; i < room; i++) {
+    Py_ssize_t used = 0;
+    while (used < room) {
+        /* NULL: the backlog is empty (or a callback emptied it) */
         ProcMsg *m = ProcMsgQueue_Pop(&core->backlog);
-        if (m == NULL) {        /* a callback emptied it meanwhile */
-            unused += room - i;
+        if (m == NULL) {
             break;
         }
         PyObject *key = PyLong_FromUnsignedLongLong(m->id);
@@ -1120,6 +1211,7 @@ core_promote(ProcessCoreObject *core, int wake)
         if (r == 1) {
             core->running++;
             ProcMsgQueue_Push(&ready, m);
+            used++;
         }
         else {
             if (r < 0 && PyErr_Occurred()) {
@@ -1129,13 +1221,12 @@ core_promote(ProcessCoreObject *core, int wake)
                 PyErr_Clear();
             }
             ProcMsg_Free(m);
-            unused++;
         }
         Py_XDECREF(fut);
         Py_XDECREF(key);
     }
     pthread_mutex_lock(&sh->mutex);
-    sh->inflight_total -= unused;
+    sh->inflight_total -= room - used;
     if (core->broken != NULL) {
         /* broke while callbacks ran: nothing may be sent any more */
         ProcMsgQueue_Clear(&ready);
@@ -1147,7 +1238,7 @@ core_promote(ProcessCoreObject *core, int wake)
     if (w) {
         wake_write(sh);
     }
-    return 1;
+    return used > 0;
 }
 
 static void
@@ -1294,6 +1385,16 @@ core_gil_phase(ProcessCoreObject *core)
     }
     sh->nbatch = 0;
 
+    if (sh->io_errno != 0 && core->broken == NULL) {
+        PyObject *cause = PyObject_CallFunction(
+            PyExc_OSError, "is", sh->io_errno, strerror(sh->io_errno));
+        if (cause == NULL) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        core_break(core, cause);
+        Py_XDECREF(cause);
+    }
+
     /* 2. worker ends */
     int retired = 0;
     for (int i = 0; i < sh->nw; i++) {
@@ -1387,6 +1488,27 @@ core_gil_phase(ProcessCoreObject *core)
 
 /* ---- the dispatcher thread body */
 
+/* Dispatcher (no GIL): ppoll() or realloc() failed.  The first failure
+ * breaks the pool (GIL phase, with the OS error as cause); while failures
+ * go on, sleep with a growing delay instead of spinning (the loop still
+ * needs to see the workers end). */
+static void
+io_failed(ProcShared *sh, long *backoff_us, int *gil_needed)
+{
+    if (sh->io_errno == 0) {
+        sh->io_errno = errno ? errno : EIO;
+        *gil_needed = 1;
+        return;                 /* break the pool first */
+    }
+    *backoff_us = *backoff_us ? *backoff_us * 2 : 1000;
+    if (*backoff_us > 100000) {
+        *backoff_us = 100000;
+    }
+    struct timespec d = {0, *backoff_us * 1000};
+    nanosleep(&d, NULL);
+    *gil_needed = 1;            /* kill deadline, ends of workers */
+}
+
 PyDoc_STRVAR(core_run_doc,
 "_run($self, /)\n--\n\n"
 "Dispatcher loop (the body of the pool's IO thread).");
@@ -1412,6 +1534,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     int again = 1;          /* first round: GIL phase to settle state */
     Py_ssize_t answered = 0;
     int gil_needed = 1;
+    long backoff_us = 0;    /* > 0 while ppoll()/realloc() keep failing */
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
         /* 1. adopt, assign, collect requests */
@@ -1443,7 +1566,9 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
         if (need > pcap) {
             struct pollfd *n = realloc(pfds, need * sizeof(*pfds));
             if (n == NULL) {
-                continue;       /* try again; nothing is lost */
+                errno = ENOMEM;
+                io_failed(sh, &backoff_us, &gil_needed);
+                goto gil_phase;     /* pfds too short to poll or read */
             }
             pfds = n;
             pcap = need;
@@ -1489,6 +1614,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             tp = &tsp;
         }
         int n = ppoll(pfds, np, tp, &all);
+        int poll_errno = n < 0 ? errno : 0;
         if (slept) {
             pthread_mutex_lock(&sh->mutex);
             sh->sleeping = 0;
@@ -1496,7 +1622,19 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             pthread_mutex_unlock(&sh->mutex);
         }
         if (n < 0) {
-            continue;           /* EINTR cannot happen (signals masked) */
+            /* EINTR cannot happen (signals masked): EINVAL (more fds than
+             * RLIMIT_NOFILE), ENOMEM.  Read what can be read anyway. */
+            errno = poll_errno;
+            io_failed(sh, &backoff_us, &gil_needed);
+            for (size_t k = 0; k < np; k++) {
+                pfds[k].revents = 0;
+            }
+            for (int i = 0; i < sh->nw; i++) {
+                read_worker(sh->w[i]);
+            }
+        }
+        else {
+            backoff_us = 0;
         }
         if (pfds[0].revents) {
             uint64_t v;
@@ -1544,6 +1682,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
         }
 
         /* 5. GIL phase */
+    gil_phase:
         PyEval_RestoreThread(ts);
         int done = core_gil_phase(core);
         ts = PyEval_SaveThread();
@@ -1556,57 +1695,15 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     close(sh->wake_fd);
     sh->wake_fd = -1;
     pthread_mutex_unlock(&sh->mutex);
-    PyEval_RestoreThread(ts);
     free(pfds);
+    cf_event_post(&sh->done_ev);    /* every worker reaped */
+    PyEval_RestoreThread(ts);
     /* Done: shutdown(wait=True) has nothing left to join, and the
      * registry of running dispatchers (thread -> core) must not be kept
      * alive through us. */
     Py_CLEAR(core->thread);
     Py_DECREF(self);
     Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(core_debug_doc,
-"_debug($self, /)\n--\n\nSnapshot of the dispatcher's view (for tests).");
-
-static PyObject *
-ProcessCore_debug(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    ProcessCoreObject *core = (ProcessCoreObject *)self;
-    ProcShared *sh = core->sh;
-    PyObject *ws = PyList_New(0);
-    if (ws == NULL) {
-        return NULL;
-    }
-    pthread_mutex_lock(&sh->mutex);
-    int nw = sh->nw, depth = sh->depth, sleeping = sh->sleeping;
-    size_t sendq = sh->sendq.count;
-    int launching = sh->launching != NULL;
-    for (int i = 0; i < nw; i++) {
-        ProcWorker *w = sh->w[i];
-        PyObject *d = Py_BuildValue(
-            "{si,si,si,si,si,si,si,sI,sK,sn,sn}", "pid", (int)w->pid,
-            "ready", w->ready, "eof", w->eof, "exited", w->exited,
-            "failed", w->failed, "stop_sent", w->stop_sent,
-            "exit_announced", w->exit_announced, "inflight", w->inflight,
-            "assigned", (unsigned long long)w->assigned,
-            "out", (Py_ssize_t)w->out.count,
-            "unread", (Py_ssize_t)ProcBuf_Unread(&w->in));
-        if (d == NULL || PyList_Append(ws, d) < 0) {
-            Py_XDECREF(d);
-            pthread_mutex_unlock(&sh->mutex);
-            Py_DECREF(ws);
-            return NULL;
-        }
-        Py_DECREF(d);
-    }
-    pthread_mutex_unlock(&sh->mutex);
-    return Py_BuildValue("{sNsisisnsisnsnsi}", "workers", ws, "depth", depth,
-                         "sleeping", sleeping, "sendq", (Py_ssize_t)sendq,
-                         "launching", launching,
-                         "backlog", (Py_ssize_t)core->backlog.count,
-                         "running", core->running,
-                         "nprocs_active", core->nprocs_active);
 }
 
 PyDoc_STRVAR(core_exit_doc,
@@ -1620,10 +1717,41 @@ ProcessCore_exit_wakeup(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static int core_wait_done(ProcessCoreObject *core);
+
+PyDoc_STRVAR(core_wait_done_doc,
+"_wait_done($self, /)\n--\n\n"
+"Wait (interruptibly) until the dispatcher has reaped every worker.");
+
+static PyObject *
+ProcessCore_wait_done(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (core_wait_done((ProcessCoreObject *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(core_abort_doc,
+"_abort($self, /)\n--\n\n"
+"Ctrl-C while interpreter exit waits: drop queued work, stop the workers.");
+
+static PyObject *
+ProcessCore_abort(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ProcessCoreObject *core = (ProcessCoreObject *)self;
+    if (core->sh != NULL && !core->sh->inherited && core->started) {
+        core_break(core, NULL);
+        kick(core->sh);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ProcessCore_methods[] = {
     {"_run", ProcessCore_run, METH_NOARGS, core_run_doc},
     {"_exit_wakeup", ProcessCore_exit_wakeup, METH_NOARGS, core_exit_doc},
-    {"_debug", ProcessCore_debug, METH_NOARGS, core_debug_doc},
+    {"_wait_done", ProcessCore_wait_done, METH_NOARGS, core_wait_done_doc},
+    {"_abort", ProcessCore_abort, METH_NOARGS, core_abort_doc},
     {NULL, NULL}
 };
 
@@ -1714,7 +1842,6 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     core->is_fork = fork_mode != 0;
     core->fork_lazy = fork_mode == 2;
     core->depth = DEPTH_MIN;
-    core->pickler.n_copyreg = core->pickler.n_extra = -1;
     core->processes = PyDict_New();
     core->work_items = PyDict_New();
     PyObject_GC_Track(core);
@@ -1735,6 +1862,49 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     Py_RETURN_NONE;
 }
 
+/* Wait (interruptibly) until the dispatcher is done: every worker reaped.
+ * Not Thread.join(): on 3.11 a join() interrupted by Ctrl-C marks the
+ * thread stopped while it still runs, so interpreter exit would not wait
+ * for it and multiprocessing's atexit hook would race its reaping
+ * ("process object is closed"). */
+static int
+core_wait_done(ProcessCoreObject *core)
+{
+    if (core->sh == NULL || core->sh->inherited) {
+        /* a fork child (a fork worker runs threading._shutdown() too):
+         * the parent's dispatcher is not ours to wait for */
+        return 0;
+    }
+    while (core->starting) {
+        /* another thread starts the pool (a few forks): brief */
+        Py_BEGIN_ALLOW_THREADS
+        usleep(1000);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    if (!core->started) {
+        return 0;
+    }
+    PyObject *t = core->thread ? Py_NewRef(core->thread) : NULL;
+    if (cf_event_wait_gil(&core->sh->done_ev, CF_FOREVER) < 0) {
+        Py_XDECREF(t);
+        return -1;
+    }
+    cf_event_post(&core->sh->done_ev);      /* a latch: later waiters pass */
+    if (t != NULL) {
+        /* only the end of _run() is left: short */
+        PyObject *r = PyObject_CallMethod(t, "join", NULL);
+        Py_DECREF(t);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
 static PyObject *
 raise_broken(cf_state *st, ProcessCoreObject *core)
 {
@@ -1748,35 +1918,55 @@ raise_broken(cf_state *st, ProcessCoreObject *core)
  * Forking while the dispatcher runs is safe for our state: the fork hooks
  * hold every pool mutex across fork(), and the dispatcher never forks. */
 static int
-core_ensure_started(ProcessCoreObject *core)
+core_start(ProcessCoreObject *core)
 {
-    if (core->thread == NULL) {
-        if (core->sh->wake_fd < 0) {
-            int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-            if (fd < 0) {
-                PyErr_SetFromErrno(PyExc_OSError);
+    if (core->sh->wake_fd < 0) {
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        pthread_mutex_lock(&core->sh->mutex);
+        core->sh->wake_fd = fd;
+        pthread_mutex_unlock(&core->sh->mutex);
+    }
+    if (core->is_fork && !core->fork_lazy) {
+        while (core->nprocs_active < core->max_workers) {
+            if (core_launch_worker(core) < 0) {
                 return -1;
             }
-            pthread_mutex_lock(&core->sh->mutex);
-            core->sh->wake_fd = fd;
-            pthread_mutex_unlock(&core->sh->mutex);
         }
-        if (core->is_fork && !core->fork_lazy) {
-            while (core->nprocs_active < core->max_workers) {
-                if (core_launch_worker(core) < 0) {
-                    return -1;
-                }
-            }
-        }
-        else if (core->nprocs_active == 0 && core_launch_worker(core) < 0) {
-            return -1;
-        }
-        PyObject *t = PyObject_CallOneArg(core->start_thread, (PyObject *)core);
-        if (t == NULL) {
-            return -1;
-        }
-        core->thread = t;
+    }
+    else if (core->nprocs_active == 0 && core_launch_worker(core) < 0) {
+        return -1;
+    }
+    PyObject *t = PyObject_CallOneArg(core->start_thread, (PyObject *)core);
+    if (t == NULL) {
+        return -1;
+    }
+    core->started = 1;
+    /* If the dispatcher finished meanwhile (its end clears core->thread),
+     * this keeps a finished Thread: joining it returns at once. */
+    Py_XSETREF(core->thread, t);
+    return 0;
+}
+
+static int
+core_ensure_started(ProcessCoreObject *core)
+{
+    if (core->starting || core->broken != NULL || core->stop_sent) {
+        /* Another thread is starting the pool (our task is queued: the
+         * dispatcher takes it), or nothing may start any more. */
         return 0;
+    }
+    if (core->thread == NULL) {
+        if (core->started) {
+            return 0;           /* the dispatcher has already finished */
+        }
+        core->starting = 1;
+        int r = core_start(core);
+        core->starting = 0;
+        return r;
     }
     if ((!core->is_fork || core->fork_lazy)
         && core->nprocs_active < core->max_workers
@@ -1899,6 +2089,23 @@ ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         }
         Py_DECREF(exc);
         return fut;
+    }
+    /* Pickling ran Python, which may have let another thread break or
+     * stop the pool: check again.  From here until the task is queued
+     * (where core_break and the shutdown logic see it) no Python runs. */
+    if (core->broken != NULL || core->stop_sent
+        || (st->proc_global_shutdown && !core->started)) {
+        ProcBuf_Free(&buf);
+        Py_DECREF(fut);
+        if (core->broken != NULL) {
+            return raise_broken(st, core);
+        }
+        PyErr_SetString(PyExc_RuntimeError,
+                        core->stop_sent && !st->proc_global_shutdown
+                        ? "cannot schedule new futures after shutdown"
+                        : "cannot schedule new futures after interpreter "
+                          "shutdown");
+        return NULL;
     }
     ProcMsg *m = ProcMsg_FromBuf(&buf, id, CF_FRAME_TASK);
 
@@ -2045,14 +2252,8 @@ ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     }
     core->shutdown = 1;
     kick(core->sh);
-    if (wait && core->thread != NULL) {
-        PyObject *t = Py_NewRef(core->thread);
-        PyObject *r = PyObject_CallMethod(t, "join", NULL);
-        Py_DECREF(t);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_DECREF(r);
+    if (wait && core_wait_done(core) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -2579,7 +2780,13 @@ process_init(PyObject *mod, PyObject *helpers)
         PyErr_SetString(PyExc_TypeError, "_process_init: bad helpers");
         return NULL;
     }
+    if (st->proc_helpers != NULL) {
+        cf_processpool_state_clear(st);     /* watching the old tables */
+    }
     Py_XSETREF(st->proc_helpers, Py_NewRef(helpers));
+#if PY_VERSION_HEX >= 0x030C0000
+    tables_watch(st);
+#endif
     Py_RETURN_NONE;
 }
 
