@@ -345,7 +345,9 @@ assert list(ex.map(h.sq, range(8))) == [x * x for x in range(8)]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 # ppoll() on more fds than RLIMIT_NOFILE fails with EINVAL
 resource.setrlimit(resource.RLIMIT_NOFILE, (4, hard))
-f = ex.submit(h.sq, 5)
+# A task long enough that the dispatcher must ppoll() for its result (a
+# short one can be read back while the dispatcher still spins).
+f = ex.submit(h.slow, 0.5, 25)
 try:
     print("RESULT", f.result(timeout=20))
 except BrokenProcessPool as e:
