@@ -25,6 +25,12 @@ from functools import partial
 import concurrent.futures.process as _std
 from concurrent.futures import _base as _std_base
 from concurrent.futures.process import BrokenProcessPool
+# The stdlib's own objects, so that code (and CPython's tests) reading them
+# from either module sees the same ones: `isinstance(e.__cause__,
+# _RemoteTraceback)` and pickles holding them work across both.
+from concurrent.futures.process import (  # noqa: F401
+    EXTRA_QUEUED_CALLS, _MAX_WINDOWS_WORKERS, _ExceptionWithTraceback,
+    _RemoteTraceback, _ThreadWakeup, _check_system_limits, _rebuild_exc)
 from multiprocessing.reduction import ForkingPickler
 
 from . import _cfutures
@@ -34,7 +40,7 @@ __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
 
 _cfutures._process_init((
     BrokenProcessPool,
-    _std._RemoteTraceback,
+    _RemoteTraceback,
     pickle.Pickler,
     pickle.loads,
     pickle.DEFAULT_PROTOCOL,        # what ForkingPickler.dumps() uses
@@ -76,16 +82,21 @@ def _worker_main(task_conn, result_conn, initializer, initargs, max_tasks):
     result_fd = os.dup(result_conn.fileno())
     task_conn.close()
     result_conn.close()
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:
+            _std_base.LOGGER.critical('Exception in initializer:',
+                                      exc_info=True)
+            # The parent sees this process end without having said
+            # goodbye, and marks the pool broken.  The pipes stay open
+            # until the process is gone: EOF must not tell the parent
+            # (which then terminates the workers) before multiprocessing's
+            # exit handlers have flushed what the initializer set up
+            # (queues behind logging handlers, ...), as the stdlib's
+            # worker, seen only by its exit, does.
+            return
     try:
-        if initializer is not None:
-            try:
-                initializer(*initargs)
-            except BaseException:
-                _std_base.LOGGER.critical('Exception in initializer:',
-                                          exc_info=True)
-                # The parent sees this process end without having said
-                # goodbye, and marks the pool broken.
-                return
         _cfutures._process_worker_loop(task_fd, result_fd, max_tasks or 0)
     finally:
         os.close(task_fd)
@@ -175,7 +186,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
                 start method. When given, we default to using 'spawn' if no
                 mp_context is supplied.
         """
-        _std._check_system_limits()
+        _check_system_limits()
 
         if max_workers is None:
             max_workers = _cpu_count() or 1
