@@ -151,6 +151,13 @@ if hasattr(os, "process_cpu_count"):            # 3.13
 else:
     _cpu_count = os.cpu_count
 
+# gh-90622 (in 3.11 and late 3.10 releases, e.g. 3.10.13): with fork, the
+# stdlib starts every worker at the first submit(); before, it forked one
+# more per submit() from its threaded process.  Follow the running stdlib.
+_STD_FORK_PRESTARTS = ("_safe_to_dynamically_spawn_children" in
+                       _std.ProcessPoolExecutor._start_executor_manager_thread
+                       .__code__.co_names)
+
 _TERMINATE = "terminate"
 _KILL = "kill"
 _SHUTDOWN_CALLBACK_OPERATION = {_TERMINATE, _KILL}
@@ -221,10 +228,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
         self._max_tasks_per_child = max_tasks_per_child
         if start_method != "fork":
             fork_mode = 0
-        elif sys.version_info >= (3, 11):
+        elif _STD_FORK_PRESTARTS:
             fork_mode = 1       # all workers before the dispatcher starts
         else:
-            fork_mode = 2       # 3.10's stdlib: one more per submit
+            fork_mode = 2       # older stdlib: one more per submit
         self._start(max_workers, mp_context, initializer, initargs,
                     max_tasks_per_child, fork_mode,
                     _launch_worker, _start_thread)

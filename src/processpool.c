@@ -771,7 +771,7 @@ typedef struct {
     Py_ssize_t running;         /* RUNNING futures in the pipeline */
     int max_workers;
     int is_fork;                /* fork context: never launch from the dispatcher */
-    int fork_lazy;              /* 3.10's policy: fork on demand in submit() */
+    int fork_lazy;              /* older stdlib: fork on demand in submit() */
     int nprocs_active;          /* launched, not retiring, not reaped */
     int depth;                  /* GIL-side copy of sh->depth */
     double ewma_us;
@@ -1726,7 +1726,8 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         return NULL;
     }
     /* 0: spawn/forkserver, 1: fork, all workers before the dispatcher
-     * starts (3.11+), 2: fork on demand from submit() (3.10's stdlib). */
+     * starts (stdlib with gh-90622), 2: fork on demand from submit()
+     * (older stdlib). */
     long fork_mode = PyLong_AsLong(args[5]);
     if (fork_mode == -1 && PyErr_Occurred()) {
         return NULL;
@@ -1794,8 +1795,9 @@ raise_broken(cf_state *st, ProcessCoreObject *core)
 }
 
 /* Start workers and the dispatcher as the running stdlib does: with fork
- * (3.11+), every worker before the thread exists; otherwise (spawn,
- * forkserver, fork on 3.10) one more per submit while none is idle.
+ * (gh-90622: 3.11, late 3.10), every worker before the thread exists;
+ * otherwise (spawn, forkserver, older fork) one more per submit while
+ * none is idle.
  * Forking while the dispatcher runs is safe for our state: the fork hooks
  * hold every pool mutex across fork(), and the dispatcher never forks. */
 static int
