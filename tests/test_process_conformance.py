@@ -96,6 +96,8 @@ def test_workers_started_for_unpicklable_calls(impl, method):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="stdlib has max_tasks_per_child from 3.11")
 def test_processes_after_max_tasks_per_child(impl):
     # CPython's test_max_tasks_per_child: a retiring worker leaves
     # _processes, and only one replacement starts (max_workers=1).  Before
