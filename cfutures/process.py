@@ -25,6 +25,12 @@ from functools import partial
 import concurrent.futures.process as _std
 from concurrent.futures import _base as _std_base
 from concurrent.futures.process import BrokenProcessPool
+# The stdlib's own objects, so that code (and CPython's tests) reading them
+# from either module sees the same ones: `isinstance(e.__cause__,
+# _RemoteTraceback)` and pickles holding them work across both.
+from concurrent.futures.process import (  # noqa: F401
+    EXTRA_QUEUED_CALLS, _MAX_WINDOWS_WORKERS, _ExceptionWithTraceback,
+    _RemoteTraceback, _ThreadWakeup, _check_system_limits, _rebuild_exc)
 from multiprocessing.reduction import ForkingPickler
 
 from . import _cfutures
@@ -34,7 +40,7 @@ __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
 
 _cfutures._process_init((
     BrokenProcessPool,
-    _std._RemoteTraceback,
+    _RemoteTraceback,
     pickle.Pickler,
     pickle.loads,
     pickle.DEFAULT_PROTOCOL,        # what ForkingPickler.dumps() uses
@@ -85,16 +91,21 @@ def _worker_main(task_conn, result_conn, initializer, initargs, max_tasks):
     result_fd = os.dup(result_conn.fileno())
     task_conn.close()
     result_conn.close()
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:
+            _std_base.LOGGER.critical('Exception in initializer:',
+                                      exc_info=True)
+            # The parent sees this process end without having said
+            # goodbye, and marks the pool broken.  The pipes stay open
+            # until the process is gone: EOF must not tell the parent
+            # (which then terminates the workers) before multiprocessing's
+            # exit handlers have flushed what the initializer set up
+            # (queues behind logging handlers, ...), as the stdlib's
+            # worker, seen only by its exit, does.
+            return
     try:
-        if initializer is not None:
-            try:
-                initializer(*initargs)
-            except BaseException:
-                _std_base.LOGGER.critical('Exception in initializer:',
-                                          exc_info=True)
-                # The parent sees this process end without having said
-                # goodbye, and marks the pool broken.
-                return
         _cfutures._process_worker_loop(task_fd, result_fd, max_tasks or 0)
     finally:
         os.close(task_fd)
@@ -149,6 +160,13 @@ if hasattr(os, "process_cpu_count"):            # 3.13
 else:
     _cpu_count = os.cpu_count
 
+# gh-90622 (in 3.11 and late 3.10 releases, e.g. 3.10.13): with fork, the
+# stdlib starts every worker at the first submit(); before, it forked one
+# more per submit() from its threaded process.  Follow the running stdlib.
+_STD_FORK_PRESTARTS = ("_safe_to_dynamically_spawn_children" in
+                       _std.ProcessPoolExecutor._start_executor_manager_thread
+                       .__code__.co_names)
+
 _TERMINATE = "terminate"
 _KILL = "kill"
 _SHUTDOWN_CALLBACK_OPERATION = {_TERMINATE, _KILL}
@@ -184,7 +202,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
                 start method. When given, we default to using 'spawn' if no
                 mp_context is supplied.
         """
-        _std._check_system_limits()
+        _check_system_limits()
 
         if max_workers is None:
             max_workers = _cpu_count() or 1
@@ -219,10 +237,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
         self._max_tasks_per_child = max_tasks_per_child
         if start_method != "fork":
             fork_mode = 0
-        elif sys.version_info >= (3, 11):
+        elif _STD_FORK_PRESTARTS:
             fork_mode = 1       # all workers before the dispatcher starts
         else:
-            fork_mode = 2       # 3.10's stdlib: one more per submit
+            fork_mode = 2       # older stdlib: one more per submit
         self._start(max_workers, mp_context, initializer, initargs,
                     max_tasks_per_child, fork_mode,
                     _launch_worker, _start_thread)

@@ -836,7 +836,11 @@ typedef struct {
     PyObject *launch;           /* cfutures.process._launch_worker */
     PyObject *start_thread;     /* cfutures.process._start_thread */
     PyObject *thread;           /* threading.Thread running _run, or NULL */
-    PyObject *processes;        /* dict pid -> multiprocessing.Process */
+    PyObject *procs;            /* pid -> Process, every worker not reaped */
+    /* The executor's _processes (the stdlib's): pid -> Process of the live
+     * workers; a worker leaves it when it announces its exit or is reaped.
+     * Only read here (never for reaping): callers may change it. */
+    PyObject *processes;
     PyObject *work_items;       /* dict id -> future (not yet completed) */
     PyObject *broken;           /* str (stdlib's _broken) or NULL */
     ProcPickler pickler;
@@ -845,7 +849,7 @@ typedef struct {
     Py_ssize_t running;         /* RUNNING futures in the pipeline */
     int max_workers;
     int is_fork;                /* fork context: never launch from the dispatcher */
-    int fork_lazy;              /* 3.10's policy: fork on demand in submit() */
+    int fork_lazy;              /* older stdlib: fork on demand in submit() */
     int nprocs_active;          /* launched, not retiring, not reaped */
     int depth;                  /* GIL-side copy of sh->depth */
     double ewma_us;
@@ -858,6 +862,12 @@ typedef struct {
      * a second dispatcher nor launches workers of its own. */
     int starting;
     int started;                /* a dispatcher was started: done_ev posts */
+    int processes_dropped;      /* shutdown() called: _processes is None */
+    /* Submits whose call failed to pickle.  The stdlib learns that only in
+     * its feeder thread, after submit() started a worker for the task, and
+     * such a task never frees its worker's idle slot: count them as work
+     * when deciding to start workers, so that as many are started. */
+    int unpicklable;
 } ProcessCoreObject;
 
 typedef struct {
@@ -891,6 +901,7 @@ ProcessCore_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->launch);
     Py_VISIT(c->start_thread);
     Py_VISIT(c->thread);
+    Py_VISIT(c->procs);
     Py_VISIT(c->processes);
     Py_VISIT(c->work_items);
     Py_VISIT(c->broken);
@@ -908,6 +919,7 @@ ProcessCore_clear(PyObject *self)
     Py_CLEAR(c->launch);
     Py_CLEAR(c->start_thread);
     Py_CLEAR(c->thread);
+    Py_CLEAR(c->procs);
     Py_CLEAR(c->processes);
     Py_CLEAR(c->work_items);
     Py_CLEAR(c->broken);
@@ -979,8 +991,9 @@ core_launch_worker(ProcessCoreObject *core)
     w->next = sh->launching;
     sh->launching = w;
     pthread_mutex_unlock(&sh->mutex);
-    /* Counted before the call (which releases the GIL): a launch racing
-     * this one sees it and max_workers is never exceeded. */
+    /* Counted from now: starting a process runs Python and may release
+     * the GIL, and a submit() or the dispatcher must not start another
+     * one for the same need meanwhile (max_workers would be exceeded). */
     core->nprocs_active++;
 
     /* The helper owns (and closes) the child's ends from here on. */
@@ -998,8 +1011,11 @@ core_launch_worker(ProcessCoreObject *core)
             sentinel = PyLong_AsLong(sent_o);
         }
         if (PyErr_Occurred()
-            || PyDict_SetItem(core->processes, pid_o, p) < 0) {
+            || PyDict_SetItem(core->procs, pid_o, p) < 0) {
             Py_CLEAR(p);
+        }
+        else if (PyDict_SetItem(core->processes, pid_o, p) < 0) {
+            PyErr_Clear();      /* only the executor's view lacks it */
         }
     }
     Py_XDECREF(pid_o);
@@ -1032,9 +1048,9 @@ core_launch_worker(ProcessCoreObject *core)
         wake_write(sh);
     }
     if (p == NULL) {
-        core->nprocs_active--;
         ProcMsgQueue_Clear(&w->out);
         free(w);
+        core->nprocs_active--;
         return -1;
     }
     Py_DECREF(p);
@@ -1251,11 +1267,11 @@ call_process_method(PyObject *p, const char *name)
     Py_XDECREF(r);
 }
 
-/* Signal every process still in the table (GIL). */
+/* Signal every process not yet reaped (GIL). */
 static void
 signal_processes(ProcessCoreObject *core, const char *method)
 {
-    PyObject *vals = PyDict_Values(core->processes);
+    PyObject *vals = PyDict_Values(core->procs);
     if (vals == NULL) {
         PyErr_Clear();
         return;
@@ -1322,20 +1338,33 @@ core_break(ProcessCoreObject *core, PyObject *cause)
     sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
 }
 
+/* Drop a worker from the executor's _processes (GIL). */
+static void
+core_forget_process(ProcessCoreObject *core, PyObject *key)
+{
+    if (PyDict_Contains(core->processes, key) == 1) {
+        if (PyDict_DelItem(core->processes, key) < 0) {
+            PyErr_Clear();
+        }
+    }
+    PyErr_Clear();
+}
+
 /* A worker's process has exited: reap it (GIL). */
 static void
 core_reap(ProcessCoreObject *core, ProcWorker *w)
 {
     PyObject *key = PyLong_FromLong((long)w->pid);
-    PyObject *p = key ? PyDict_GetItemWithError(core->processes, key) : NULL;
+    PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
     if (p != NULL) {
         Py_INCREF(p);
-        if (PyDict_DelItem(core->processes, key) < 0) {
+        if (PyDict_DelItem(core->procs, key) < 0) {
             PyErr_Clear();
         }
+        core_forget_process(core, key);
+        /* join() reaps it; not close(), as the stdlib: a caller holding
+         * it (read from _processes) can still ask is_alive()/exitcode. */
         call_process_method(p, "join");
-        /* Process.close() releases the sentinel fd now, not at GC. */
-        call_process_method(p, "close");
         Py_DECREF(p);
     }
     PyErr_Clear();
@@ -1403,6 +1432,13 @@ core_gil_phase(ProcessCoreObject *core)
             w->counted_retired = 1;
             core->nprocs_active--;
             retired++;
+            /* As the stdlib: it leaves _processes when it says so. */
+            PyObject *key = PyLong_FromLong((long)w->pid);
+            if (key != NULL) {
+                core_forget_process(core, key);
+                Py_DECREF(key);
+            }
+            PyErr_Clear();
         }
         int gone = w->eof || w->exited || w->failed;
         if (gone && !w->exit_announced && !w->stop_sent
@@ -1805,10 +1841,6 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         return NULL;
     }
     ProcessPoolObject *pool = (ProcessPoolObject *)self;
-    if (pool->core != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "already initialised");
-        return NULL;
-    }
     long max_workers = PyLong_AsLong(args[0]);
     if (max_workers == -1 && PyErr_Occurred()) {
         return NULL;
@@ -1818,7 +1850,8 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         return NULL;
     }
     /* 0: spawn/forkserver, 1: fork, all workers before the dispatcher
-     * starts (3.11+), 2: fork on demand from submit() (3.10's stdlib). */
+     * starts (stdlib with gh-90622), 2: fork on demand from submit()
+     * (older stdlib). */
     long fork_mode = PyLong_AsLong(args[5]);
     if (fork_mode == -1 && PyErr_Occurred()) {
         return NULL;
@@ -1842,10 +1875,12 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     core->is_fork = fork_mode != 0;
     core->fork_lazy = fork_mode == 2;
     core->depth = DEPTH_MIN;
+    core->procs = PyDict_New();
     core->processes = PyDict_New();
     core->work_items = PyDict_New();
     PyObject_GC_Track(core);
-    if (core->processes == NULL || core->work_items == NULL) {
+    if (core->procs == NULL || core->processes == NULL
+        || core->work_items == NULL) {
         Py_DECREF(core);
         return NULL;
     }
@@ -1858,7 +1893,20 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         Py_DECREF(core);
         return NULL;
     }
+    /* __init__() again (the stdlib allows it): a fresh pool from here on.
+     * The old one is left as if the executor had been collected: what was
+     * submitted to it still runs, then its workers stop.  Callers of
+     * submit()/shutdown() running on it hold their own reference. */
+    PyObject *old = pool->core;
     pool->core = (PyObject *)core;
+    if (old != NULL) {
+        ProcessCoreObject *oc = (ProcessCoreObject *)old;
+        if (!oc->executor_gone) {
+            oc->executor_gone = 1;
+            kick(oc->sh);
+        }
+        Py_DECREF(old);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1913,8 +1961,9 @@ raise_broken(cf_state *st, ProcessCoreObject *core)
 }
 
 /* Start workers and the dispatcher as the running stdlib does: with fork
- * (3.11+), every worker before the thread exists; otherwise (spawn,
- * forkserver, fork on 3.10) one more per submit while none is idle.
+ * (gh-90622: 3.11, late 3.10), every worker before the thread exists;
+ * otherwise (spawn, forkserver, older fork) one more per submit while
+ * none is idle.
  * Forking while the dispatcher runs is safe for our state: the fork hooks
  * hold every pool mutex across fork(), and the dispatcher never forks. */
 static int
@@ -1970,7 +2019,7 @@ core_ensure_started(ProcessCoreObject *core)
     }
     if ((!core->is_fork || core->fork_lazy)
         && core->nprocs_active < core->max_workers
-        && core->nprocs_active < core->running
+        && core->nprocs_active < core->running + core->unpicklable
                                  + (Py_ssize_t)core->backlog.count) {
         return core_launch_worker(core);
     }
@@ -1986,21 +2035,9 @@ PyDoc_STRVAR(pool_submit_doc,
 "    A Future representing the given call.");
 
 static PyObject *
-ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
-                   Py_ssize_t nargsf, PyObject *kwnames)
+core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
+            Py_ssize_t nargs, PyObject *kwnames)
 {
-    cf_state *st = PyType_GetModuleState(cls);
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError,
-                        "ProcessPoolExecutor.submit() missing 1 required "
-                        "positional argument: 'fn'");
-        return NULL;
-    }
-    ProcessCoreObject *core = get_core(self);
-    if (core == NULL) {
-        return NULL;
-    }
     if (core->sh->inherited) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot submit to a ProcessPoolExecutor inherited "
@@ -2088,6 +2125,14 @@ ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
             return NULL;
         }
         Py_DECREF(exc);
+        if (core->unpicklable < core->max_workers) {
+            core->unpicklable++;
+        }
+        if (core->broken == NULL && !core_shutting_down(core)
+            && core_ensure_started(core) < 0) {
+            Py_DECREF(fut);
+            return NULL;
+        }
         return fut;
     }
     /* Pickling ran Python, which may have let another thread break or
@@ -2177,6 +2222,30 @@ nomem:
     return NULL;
 }
 
+static PyObject *
+ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                   Py_ssize_t nargsf, PyObject *kwnames)
+{
+    cf_state *st = PyType_GetModuleState(cls);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "ProcessPoolExecutor.submit() missing 1 required "
+                        "positional argument: 'fn'");
+        return NULL;
+    }
+    ProcessCoreObject *core = get_core(self);
+    if (core == NULL) {
+        return NULL;
+    }
+    /* Pickling runs Python, which may call __init__() again and drop the
+     * executor's reference to this core. */
+    Py_INCREF(core);
+    PyObject *fut = core_submit(st, core, args, nargs, kwnames);
+    Py_DECREF(core);
+    return fut;
+}
+
 PyDoc_STRVAR(pool_shutdown_doc,
 "shutdown($self, /, wait=True, *, cancel_futures=False)\n--\n\n"
 "Clean-up the resources associated with the Executor.\n\n"
@@ -2189,6 +2258,9 @@ PyDoc_STRVAR(pool_shutdown_doc,
 "    cancel_futures: If True then shutdown will cancel all pending\n"
 "        futures. Futures that are completed or running will not be\n"
 "        cancelled.");
+
+static int core_shutdown(cf_state *st, ProcessCoreObject *core, int wait,
+                         int cancel);
 
 static PyObject *
 ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
@@ -2233,6 +2305,19 @@ ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     if (core->sh->inherited) {
         Py_RETURN_NONE;
     }
+    /* Cancel callbacks may call __init__() again (see submit()). */
+    Py_INCREF(core);
+    int r = core_shutdown(st, core, wait, cancel);
+    Py_DECREF(core);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+core_shutdown(cf_state *st, ProcessCoreObject *core, int wait, int cancel)
+{
     if (cancel) {
         /* Pending (not yet RUNNING) futures are cancelled, as the stdlib's
          * manager does; those already sent to a worker finish. */
@@ -2251,18 +2336,20 @@ ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         }
     }
     core->shutdown = 1;
+    core->processes_dropped = 1;
     kick(core->sh);
     if (wait && core_wait_done(core) < 0) {
-        return NULL;
+        return -1;
     }
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static PyObject *
 ProcessPool_get_processes(PyObject *self, void *Py_UNUSED(c))
 {
     ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    if (core == NULL || core->processes == NULL) {
+    /* The stdlib's shutdown() sets it to None (3.10-3.13). */
+    if (core == NULL || core->processes == NULL || core->processes_dropped) {
         Py_RETURN_NONE;
     }
     return Py_NewRef(core->processes);
@@ -2346,7 +2433,8 @@ static PyMethodDef ProcessPool_methods[] = {
 
 static PyGetSetDef ProcessPool_getset[] = {
     {"_processes", ProcessPool_get_processes, NULL,
-     "dict pid -> multiprocessing.Process of the live workers", NULL},
+     "dict pid -> multiprocessing.Process of the live workers (None after "
+     "shutdown())", NULL},
     {"_broken", ProcessPool_get_broken, NULL, NULL, NULL},
     {"_shutdown_thread", ProcessPool_get_shutdown, NULL, NULL, NULL},
     {"_core", ProcessPool_get_core, NULL, NULL, NULL},
