@@ -1283,6 +1283,97 @@ signal_processes(ProcessCoreObject *core, const char *method)
 }
 
 /* The pool is broken: fail every pending future, stop every worker. */
+/* BrokenProcessPool(BROKEN_FUTURE_MSG) with __cause__ = cause (GIL). */
+static PyObject *
+new_broken_error(cf_state *st, PyObject *cause)
+{
+    PyObject *bpe = PyObject_CallFunction(HELPER(st, H_BROKEN), "s",
+                                          BROKEN_FUTURE_MSG);
+    if (bpe != NULL && cause != NULL) {
+        PyException_SetCause(bpe, Py_NewRef(cause));
+    }
+    return bpe;
+}
+
+#if PY_VERSION_HEX >= 0x030F0000
+/* 3.15: with no other cause known, a broken pool names each worker that
+ * ended with a non-zero exit code, as a _RemoteTraceback (gh-139462).
+ * A worker seen gone by its pipe may not have exited yet: those are
+ * waited for briefly.  New reference, or NULL (nothing to say); never
+ * leaves an exception set.  GIL held, no pool mutex. */
+static PyObject *
+dead_workers_cause(cf_state *st, ProcessCoreObject *core)
+{
+    ProcShared *sh = core->sh;
+    pid_t gone[64];
+    int ngone = 0;
+    pthread_mutex_lock(&sh->mutex);
+    for (int i = 0; i < sh->nw && ngone < 64; i++) {
+        ProcWorker *w = sh->w[i];
+        if ((w->eof || w->failed) && !w->exited && !w->exit_announced) {
+            gone[ngone++] = w->pid;
+        }
+    }
+    pthread_mutex_unlock(&sh->mutex);
+    for (int i = 0; i < ngone; i++) {
+        PyObject *key = PyLong_FromLong((long)gone[i]);
+        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
+        Py_XINCREF(p);
+        Py_XDECREF(key);
+        if (p != NULL) {
+            PyObject *r = PyObject_CallMethod(p, "join", "d", 1.0);
+            Py_XDECREF(r);
+            Py_DECREF(p);
+        }
+        PyErr_Clear();
+    }
+
+    PyObject *cause = NULL, *procs = PyDict_Values(core->procs);
+    PyObject *lines = PyList_New(0);
+    if (procs == NULL || lines == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(procs); i++) {
+        PyObject *p = PyList_GET_ITEM(procs, i);
+        PyObject *code = PyObject_GetAttrString(p, "exitcode");
+        PyObject *pid = code ? PyObject_GetAttrString(p, "pid") : NULL;
+        int bad = code != NULL && code != Py_None ? PyObject_IsTrue(code) : 0;
+        if (bad == 1 && pid != NULL) {
+            PyObject *line = PyUnicode_FromFormat(
+                "Process %S terminated abruptly with exit code %S", pid, code);
+            if (line == NULL || PyList_Append(lines, line) < 0) {
+                Py_XDECREF(line);
+                Py_XDECREF(code);
+                Py_XDECREF(pid);
+                goto done;
+            }
+            Py_DECREF(line);
+        }
+        Py_XDECREF(code);
+        Py_XDECREF(pid);
+        PyErr_Clear();
+    }
+    if (PyList_GET_SIZE(lines) > 0) {
+        PyObject *sep = PyUnicode_FromString("\n");
+        PyObject *joined = sep ? PyUnicode_Join(sep, lines) : NULL;
+        Py_XDECREF(sep);
+        if (joined != NULL) {
+            PyObject *tb = PyUnicode_FromFormat("\n'''\n%U'''", joined);
+            Py_DECREF(joined);
+            if (tb != NULL) {
+                cause = PyObject_CallOneArg(HELPER(st, H_REMOTE_TB), tb);
+                Py_DECREF(tb);
+            }
+        }
+    }
+done:
+    Py_XDECREF(procs);
+    Py_XDECREF(lines);
+    PyErr_Clear();
+    return cause;
+}
+#endif
+
 static void
 core_break(ProcessCoreObject *core, PyObject *cause)
 {
@@ -1309,11 +1400,13 @@ core_break(ProcessCoreObject *core, PyObject *cause)
     }
     core->running = 0;
 
-    PyObject *bpe = PyObject_CallFunction(HELPER(st, H_BROKEN), "s",
-                                          BROKEN_FUTURE_MSG);
-    if (bpe != NULL && cause != NULL) {
-        PyException_SetCause(bpe, Py_NewRef(cause));
+#if PY_VERSION_HEX >= 0x030F0000
+    PyObject *dead_cause = NULL;
+    if (cause == NULL) {
+        cause = dead_cause = dead_workers_cause(st, core);
     }
+#endif
+    PyObject *bpe = new_broken_error(st, cause);
     PyObject *items = core->work_items;
     core->work_items = PyDict_New();
     if (bpe == NULL || core->work_items == NULL) {
@@ -1327,11 +1420,26 @@ core_break(ProcessCoreObject *core, PyObject *cause)
         Py_ssize_t pos = 0;
         PyObject *k, *fut;
         while (PyDict_Next(items, &pos, &k, &fut)) {
+#if PY_VERSION_HEX >= 0x030E0000
+            /* 3.14+: an instance per future, so that result() calls do
+             * not pile their frames onto one shared traceback (gh-101267).
+             * If one cannot be made, the shared one still ends the future. */
+            PyObject *own = new_broken_error(st, cause);
+            if (own == NULL) {
+                PyErr_WriteUnraisable(NULL);
+            }
+            complete_quietly(st, fut, NULL, own != NULL ? own : bpe);
+            Py_XDECREF(own);
+#else
             complete_quietly(st, fut, NULL, bpe);
+#endif
         }
     }
     Py_XDECREF(items);
     Py_XDECREF(bpe);
+#if PY_VERSION_HEX >= 0x030F0000
+    Py_XDECREF(dead_cause);
+#endif
 
     /* Survivors may sit on a half-written frame: terminate them. */
     signal_processes(core, "terminate");

@@ -4,6 +4,7 @@ expects of the process pool (issue 8, item 10), against the stdlib.
 Scenarios that stop multiprocessing's resource tracker, or could crash the
 interpreter, run as scripts in a subprocess.
 """
+import concurrent.futures
 import concurrent.futures.process as std_process
 import multiprocessing as mp
 import os
@@ -274,3 +275,50 @@ def test_init_again_while_submit_or_shutdown_runs(cf):
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split("\n")[:2] == ["F x", "END"], (r.stdout,
                                                          r.stderr[-3000:])
+
+
+# ------------------------------------- a broken pool's errors (3.14, 3.15)
+
+BROKEN_ERRORS = """
+import os, threading
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
+import multiprocessing as mp
+ex = M.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+f = ex.submit(os._exit, 99)
+try:
+    f.result(timeout=60)
+except BrokenProcessPool as e:
+    c = e.__cause__
+    print("CAUSE", type(c).__name__,
+          "exit code 99" in getattr(c, "tb", ""))
+ex.shutdown(wait=True)
+ev = mp.get_context("fork").Manager().Event()
+ex = M.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+fs = [ex.submit(ev.wait) for _ in range(3)]
+next(iter(ex._processes.values())).terminate()
+errs = []
+for f in fs:
+    try:
+        f.result(timeout=60)
+    except BrokenProcessPool as e:
+        errs.append(e)
+print("DISTINCT", len({id(e) for e in errs}), "OF", len(errs))
+ex.shutdown(wait=True)
+"""
+
+
+@pytest.mark.timeout(150)
+def test_broken_pool_errors_as_the_running_stdlib(impl):
+    # 3.14+: one BrokenProcessPool per pending future (gh-101267); 3.15:
+    # with no other cause, a _RemoteTraceback naming the worker's exit code
+    # (gh-139462).  Older versions share one instance and give no cause.
+    got = run_script(BROKEN_ERRORS, impl)
+    want = run_script(BROKEN_ERRORS, concurrent.futures)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert want.returncode == 0, want.stderr[-3000:]
+    assert got.stdout == want.stdout
+    lines = got.stdout.splitlines()
+    assert lines[0] == ("CAUSE _RemoteTraceback True"
+                        if sys.version_info >= (3, 15) else "CAUSE NoneType False")
+    assert lines[1] == ("DISTINCT 3 OF 3" if sys.version_info >= (3, 14)
+                        else "DISTINCT 1 OF 3")
