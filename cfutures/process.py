@@ -247,6 +247,18 @@ class ProcessPoolExecutor(_cfutures.ProcessPool, Executor,
 
     # submit() and shutdown() are the native ones (_cfutures.ProcessPool).
 
+    @property
+    def _executor_manager_thread(self):
+        """The dispatcher thread, where the stdlib has its manager thread:
+        None before the first submit() and after shutdown(), as there."""
+        if self._processes is None:
+            return None
+        core = self._core
+        for t, c in list(_io_threads.items()):
+            if c is core:
+                return t
+        return None
+
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter).
 

@@ -322,3 +322,18 @@ def test_broken_pool_errors_as_the_running_stdlib(impl):
                         if sys.version_info >= (3, 15) else "CAUSE NoneType False")
     assert lines[1] == ("DISTINCT 3 OF 3" if sys.version_info >= (3, 14)
                         else "DISTINCT 1 OF 3")
+
+
+@pytest.mark.timeout(60)
+def test_executor_manager_thread(impl):
+    # CPython's own tests join it after shutdown(wait=False); code in the
+    # wild reads it too.  Here it is the dispatcher thread.
+    ex = impl.ProcessPoolExecutor(2, mp_context=FORK)
+    assert ex._executor_manager_thread is None
+    assert ex.submit(ch.getpid).result(timeout=LONG) > 0
+    t = ex._executor_manager_thread
+    assert t.is_alive()
+    ex.shutdown(wait=False)
+    assert ex._executor_manager_thread is None
+    t.join(LONG)
+    assert not t.is_alive()
