@@ -43,14 +43,14 @@ def test_imports_point_at_cfutures():
 def test_names_cfutures_lacks_stay_on_the_stdlib():
     out, fallbacks = rewrite("""\
         if True:
-            from concurrent.futures.process import BrokenProcessPool, _ThreadWakeup
+            from concurrent.futures.process import BrokenProcessPool, _ExecutorManagerThread
         """)
     assert out == textwrap.dedent("""\
         if True:
             from cfutures.process import BrokenProcessPool
-            from concurrent.futures.process import _ThreadWakeup  # not in cfutures
+            from concurrent.futures.process import _ExecutorManagerThread  # not in cfutures
         """)
-    assert fallbacks == {"concurrent.futures.process._ThreadWakeup"}
+    assert fallbacks == {"concurrent.futures.process._ExecutorManagerThread"}
 
 
 def test_strings_logger_name_kept_scripts_rewritten():
