@@ -25,8 +25,12 @@ def _python_exit():
     # Runs before threading joins non-daemon threads (like the stdlib's
     # hook): refuse new work, let workers finish what is queued, join.
     _cfutures._tp_interpreter_exit()
+    me = threading.current_thread()
     for t in list(_workers):
-        t.join()
+        # A worker that forked runs this in the child (multiprocessing's
+        # fork start method calls threading._shutdown()): not itself.
+        if t is not me:
+            t.join()
 
 
 threading._register_atexit(_python_exit)

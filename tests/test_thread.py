@@ -1395,3 +1395,10 @@ def test_fork_with_live_workers(impl):
         proc.stdout
     assert "parent OK" in lines, (proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_multiprocessing_fork_from_a_worker(impl):
+    proc = run_script("thread_mp_fork_in_task.py", impl.__name__)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["EXITCODE", "0"], proc.stderr
