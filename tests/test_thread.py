@@ -1401,4 +1401,8 @@ def test_fork_with_live_workers(impl):
 def test_multiprocessing_fork_from_a_worker(impl):
     proc = run_script("thread_mp_fork_in_task.py", impl.__name__)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["EXITCODE", "0"], proc.stderr
+    # Before 3.14 the stdlib's child fails in threading._shutdown() ("cannot
+    # join current thread") and exits 1; cfutures' exits 0 on every version
+    # (README, "What differs").
+    want = "1" if is_std(impl) and sys.version_info < (3, 14) else "0"
+    assert proc.stdout.split() == ["EXITCODE", want], proc.stderr
