@@ -93,6 +93,12 @@ static const char BROKEN_POOL_MSG[] =
 static const char BROKEN_FUTURE_MSG[] =
     "A process in the process pool was terminated abruptly while the future "
     "was running or pending.";
+#if PY_VERSION_HEX >= 0x030E0000
+static const char GC_STRANDED_MSG[] =
+    "The ProcessPoolExecutor was garbage collected with work pending after "
+    "its last worker process exited upon reaching max_tasks_per_child; the "
+    "pending work can never be run.";
+#endif
 
 /* ================================================== pure-C shared part */
 
@@ -1283,12 +1289,11 @@ signal_processes(ProcessCoreObject *core, const char *method)
 }
 
 /* The pool is broken: fail every pending future, stop every worker. */
-/* BrokenProcessPool(BROKEN_FUTURE_MSG) with __cause__ = cause (GIL). */
+/* BrokenProcessPool(msg) with __cause__ = cause (GIL). */
 static PyObject *
-new_broken_error(cf_state *st, PyObject *cause)
+new_broken_error(cf_state *st, PyObject *cause, const char *msg)
 {
-    PyObject *bpe = PyObject_CallFunction(HELPER(st, H_BROKEN), "s",
-                                          BROKEN_FUTURE_MSG);
+    PyObject *bpe = PyObject_CallFunction(HELPER(st, H_BROKEN), "s", msg);
     if (bpe != NULL && cause != NULL) {
         PyException_SetCause(bpe, Py_NewRef(cause));
     }
@@ -1374,8 +1379,10 @@ done:
 }
 #endif
 
+/* Break the pool: every pending future gets BrokenProcessPool(msg), the
+ * workers are terminated, later submits raise (GIL). */
 static void
-core_break(ProcessCoreObject *core, PyObject *cause)
+core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
 {
     cf_state *st = core_state(core);
     if (core->broken != NULL) {
@@ -1406,7 +1413,7 @@ core_break(ProcessCoreObject *core, PyObject *cause)
         cause = dead_cause = dead_workers_cause(st, core);
     }
 #endif
-    PyObject *bpe = new_broken_error(st, cause);
+    PyObject *bpe = new_broken_error(st, cause, msg);
     PyObject *items = core->work_items;
     core->work_items = PyDict_New();
     if (bpe == NULL || core->work_items == NULL) {
@@ -1424,7 +1431,7 @@ core_break(ProcessCoreObject *core, PyObject *cause)
             /* 3.14+: an instance per future, so that result() calls do
              * not pile their frames onto one shared traceback (gh-101267).
              * If one cannot be made, the shared one still ends the future. */
-            PyObject *own = new_broken_error(st, cause);
+            PyObject *own = new_broken_error(st, cause, msg);
             if (own == NULL) {
                 PyErr_WriteUnraisable(NULL);
             }
@@ -1444,6 +1451,12 @@ core_break(ProcessCoreObject *core, PyObject *cause)
     /* Survivors may sit on a half-written frame: terminate them. */
     signal_processes(core, "terminate");
     sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
+}
+
+static void
+core_break(ProcessCoreObject *core, PyObject *cause)
+{
+    core_break_msg(core, cause, BROKEN_FUTURE_MSG);
 }
 
 /* Drop a worker from the executor's _processes (GIL). */
@@ -1582,7 +1595,15 @@ core_gil_phase(ProcessCoreObject *core)
         /* 4. replace retired workers, grow with the work (non-fork) */
         int shutting = core_shutting_down(core);
         Py_ssize_t work = core->running + (Py_ssize_t)core->backlog.count;
-        if (!core->is_fork && !core->launch_failed) {
+#if PY_VERSION_HEX >= 0x030E0000
+        /* 3.14+ (gh-152967): a worker that retired at max_tasks_per_child
+         * once the executor was garbage collected is not replaced; the work
+         * left fails, as the stdlib's manager thread fails it. */
+        if (retired && core->executor_gone && work > 0) {
+            core_break_msg(core, NULL, GC_STRANDED_MSG);
+        }
+#endif
+        if (!core->is_fork && !core->launch_failed && core->broken == NULL) {
             Py_ssize_t want = core->nprocs_active + retired;
             if (shutting && work == 0) {
                 want = core->nprocs_active;
