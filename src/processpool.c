@@ -156,6 +156,8 @@ typedef struct ProcShared {
     size_t nbatch, batchcap;
     cf_time_t kill_deadline;    /* CF_FOREVER unless terminating */
     int io_errno;               /* ppoll()/realloc() failed: break the pool */
+    sigset_t launch_mask;       /* the dispatcher's mask before _run blocked
+                                 * signals: workers it launches get it */
     cf_event done_ev;           /* posted when the dispatcher is done (latch) */
 } ProcShared;
 
@@ -1614,6 +1616,14 @@ core_gil_phase(ProcessCoreObject *core)
             if (want > core->max_workers) {
                 want = core->max_workers;
             }
+            /* the child inherits this thread's mask (spawn keeps it
+             * across exec): launch with _run's original one (a signal
+             * pending at the unblocking instant can still land here) */
+            sigset_t blocked;
+            int unmask = core->nprocs_active < want;
+            if (unmask) {
+                pthread_sigmask(SIG_SETMASK, &sh->launch_mask, &blocked);
+            }
             while (core->nprocs_active < want) {
                 if (core_launch_worker(core) < 0) {
                     /* cannot replace: nobody would ever run the work */
@@ -1623,6 +1633,9 @@ core_gil_phase(ProcessCoreObject *core)
                     Py_XDECREF(cause);
                     break;
                 }
+            }
+            if (unmask) {
+                pthread_sigmask(SIG_SETMASK, &blocked, NULL);
             }
         }
 
@@ -1686,12 +1699,19 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (sh == NULL || sh->inherited) {
         Py_RETURN_NONE;
     }
-    /* Signals belong to the main thread: ppoll() blocks them all while
-     * this thread sleeps (no EINTR, a process-directed SIGINT goes to a
-     * thread that handles it).  The mask is not kept outside the wait:
-     * workers launched from here would inherit it. */
-    sigset_t all;
-    sigfillset(&all);
+    /* Signals belong to the main thread.  This thread keeps every
+     * asynchronous one blocked for its whole life: unblocking them (as a
+     * ppoll() mask did on each return) takes a process-directed SIGINT
+     * still pending for the main thread, whose wait then never wakes
+     * (a lost Ctrl-C).  Launches from here get the old mask back. */
+    sigset_t async;
+    sigfillset(&async);
+    static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+                                       SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof(sync_signals) / sizeof(int); i++) {
+        sigdelset(&async, sync_signals[i]);
+    }
+    pthread_sigmask(SIG_BLOCK, &async, &sh->launch_mask);
 
     Py_INCREF(self);
     struct pollfd *pfds = NULL;
@@ -1778,7 +1798,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             tsp.tv_nsec = (long)(timeout % 1000) * 1000000;
             tp = &tsp;
         }
-        int n = ppoll(pfds, np, tp, &all);
+        int n = ppoll(pfds, np, tp, NULL);
         int poll_errno = n < 0 ? errno : 0;
         if (slept) {
             pthread_mutex_lock(&sh->mutex);
@@ -1786,9 +1806,16 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             sh->wake_pending = 0;
             pthread_mutex_unlock(&sh->mutex);
         }
-        if (n < 0) {
-            /* EINTR cannot happen (signals masked): EINVAL (more fds than
-             * RLIMIT_NOFILE), ENOMEM.  Read what can be read anyway. */
+        if (n < 0 && poll_errno == EINTR) {
+            /* only a synchronous signal is not blocked: poll again */
+            for (size_t k = 0; k < np; k++) {
+                pfds[k].revents = 0;
+            }
+            again = 1;
+        }
+        else if (n < 0) {
+            /* EINVAL (more fds than RLIMIT_NOFILE), ENOMEM.  Read what
+             * can be read anyway. */
             errno = poll_errno;
             io_failed(sh, &backoff_us, &gil_needed);
             for (size_t k = 0; k < np; k++) {

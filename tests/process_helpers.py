@@ -54,6 +54,10 @@ def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
 
 
+def blocked_signals(_=None):
+    return sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
 def exit_now(code=3):
     os._exit(code)
 
