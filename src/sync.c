@@ -317,7 +317,10 @@ cf_event_wait(cf_event *ev, cf_time_t deadline)
         }
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
-        cf_time_t abs_ns = (cf_time_t)now.tv_sec * 1000000000 + now.tv_nsec + left;
+        cf_time_t now_ns = (cf_time_t)now.tv_sec * 1000000000 + now.tv_nsec;
+        /* saturate: deadlines of huge timeouts are near INT64_MAX */
+        cf_time_t abs_ns = left > INT64_MAX - now_ns ? INT64_MAX
+                                                      : now_ns + left;
         ts.tv_sec = (time_t)(abs_ns / 1000000000);
         ts.tv_nsec = (long)(abs_ns % 1000000000);
         r = sem_timedwait(&ev->sem, &ts);

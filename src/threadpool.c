@@ -674,9 +674,10 @@ pool_after_fork(cf_pool *p)
     p->forked = 0;
     int own = tls_pool == p;
     cf_work *mine = own ? *tls_current : NULL;
-    if (p->start_owner != 0
-            && p->start_owner != PyThread_get_thread_ident()) {
-        /* held by a thread that does not exist here */
+    if (p->start_owner != PyThread_get_thread_ident()) {
+        /* free, or held by a thread that does not exist here (an acquirer
+         * records itself only once it has the GIL back: start_owner can
+         * still be 0 while the lock is held) */
         PyThread_free_lock(p->start_lock);
         p->start_lock = PyThread_allocate_lock();
         if (p->start_lock == NULL) {

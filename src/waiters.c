@@ -698,10 +698,6 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
                      return_when);
         goto out;
     }
-    cf_time_t deadline;
-    if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
-        goto out;
-    }
     pending = PySequence_List(not_done);
     w = pending ? waiter_new(st, mode, npending) : NULL;
     if (w == NULL) {
@@ -718,6 +714,12 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
         if (foreign_release_all(st, foreign) < 0) {
             goto out;
         }
+    }
+    /* read only now, as the stdlib's event.wait(timeout): converting it
+     * may run Python (__float__, __gt__), not with the conditions held */
+    cf_time_t deadline;
+    if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
+        goto out;
     }
     if (waiter_sleep(w, deadline) < 0) {
         goto out;

@@ -1,0 +1,68 @@
+"""Fork while other threads submit to pools being started and shut down;
+each child submits to an inherited pool (cfutures only: the stdlib's child
+pool never runs work).  A child that inherited a pool's start lock held by
+a thread that was waiting for the GIL (owner not yet recorded) blocked for
+ever in submit().  argv: module name, number of forks.  Prints
+'bad children: N of M'."""
+import faulthandler
+import importlib
+import os
+import sys
+import threading
+import time
+import warnings
+
+warnings.simplefilter("ignore", DeprecationWarning)
+mod = importlib.import_module(sys.argv[1])
+N = int(sys.argv[2])
+stop = threading.Event()
+shared = []
+
+
+def submitter():
+    while not stop.is_set():
+        ex = shared[-1] if shared else None
+        if ex is None:
+            time.sleep(0.001)
+            continue
+        try:
+            ex.submit(time.sleep, 0.05)
+        except RuntimeError:
+            pass
+
+
+def maker():
+    while not stop.is_set():
+        ex = mod.ThreadPoolExecutor(10000)
+        shared.append(ex)
+        time.sleep(0.02)
+        ex.shutdown(wait=False)
+
+
+ts = [threading.Thread(target=submitter) for _ in range(3)]
+ts.append(threading.Thread(target=maker))
+for t in ts:
+    t.start()
+bad = 0
+for i in range(N):
+    time.sleep(0.002)
+    ex = shared[-1] if shared else None
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.dump_traceback_later(4, exit=True)
+        if ex is not None:
+            try:
+                ex.submit(int).result(timeout=3)
+            except RuntimeError:
+                pass        # that pool was shut down
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        bad += 1
+faulthandler.dump_traceback_later(60, exit=True)
+stop.set()
+for t in ts:
+    t.join()
+for ex in shared:
+    ex.shutdown(wait=True)
+print("bad children: %d of %d" % (bad, N), flush=True)
