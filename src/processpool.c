@@ -142,6 +142,7 @@ typedef struct ProcShared {
     int sleeping;           /* dispatcher is in (or entering) poll() */
     int wake_pending;
     int kick;               /* a GIL holder wants a GIL phase */
+    int abort_req;          /* _abort(): break the pool in the GIL phase */
     int depth;              /* per-worker in-flight target */
     ProcMsgQueue sendq;     /* RUNNING tasks not yet given to a worker */
     /* Tasks in sendq or at a worker and not yet answered.  Freed by the
@@ -1526,6 +1527,16 @@ core_gil_phase(ProcessCoreObject *core)
 {
     ProcShared *sh = core->sh;
 
+    /* 0. _abort() from another thread: only this thread may break (the
+     * workers' queues and sh->w are ours, unlocked). */
+    pthread_mutex_lock(&sh->mutex);
+    int abort_req = sh->abort_req;
+    sh->abort_req = 0;
+    pthread_mutex_unlock(&sh->mutex);
+    if (abort_req && core->broken == NULL) {
+        core_break(core, NULL);
+    }
+
     /* 1. results, in arrival order */
     for (size_t i = 0; i < sh->nbatch; i++) {
         complete_frame(core, &sh->batch[i]);
@@ -1905,9 +1916,13 @@ static PyObject *
 ProcessCore_abort(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProcessCoreObject *core = (ProcessCoreObject *)self;
-    if (core->sh != NULL && !core->sh->inherited && core->started) {
-        core_break(core, NULL);
-        kick(core->sh);
+    ProcShared *sh = core->sh;
+    if (sh != NULL && !sh->inherited && core->started) {
+        /* The dispatcher breaks the pool (it owns the workers' queues). */
+        pthread_mutex_lock(&sh->mutex);
+        sh->abort_req = 1;
+        pthread_mutex_unlock(&sh->mutex);
+        kick(sh);
     }
     Py_RETURN_NONE;
 }

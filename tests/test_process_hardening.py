@@ -437,3 +437,25 @@ print("END")
 def test_fork_worker_exit_with_another_pool_running(impl):
     r = run(impl, FORK_WORKER_EXIT, timeout=60)
     assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
+
+
+# ------------------- _abort() racing the dispatcher (review defect 1)
+
+ABORT_RACE = """
+import time, multiprocessing as mp
+ctx = mp.get_context("fork")
+for i in range(15):
+    ex = cf.ProcessPoolExecutor(4, mp_context=ctx)
+    fs = [ex.submit(abs, j) for j in range(20000)]
+    time.sleep(0.01 * (i % 5))
+    ex._core._abort()       # what _python_exit does on Ctrl-C
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in fs)
+print("OK")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_abort_while_dispatcher_writes(cf):
+    r = run(cf, ABORT_RACE, timeout=100)
+    assert "OK" in r.stdout, (r.stdout, r.stderr[-3000:])
