@@ -869,6 +869,8 @@ typedef struct {
      * a second dispatcher nor launches workers of its own. */
     int starting;
     int started;                /* a dispatcher was started: done_ev posts */
+    int in_run;                 /* _run() is running on thread run_ident */
+    unsigned long run_ident;
     int processes_dropped;      /* shutdown() called: _processes is None */
     /* Submits whose call failed to pickle.  The stdlib learns that only in
      * its feeder thread, after submit() started a worker for the task, and
@@ -1705,6 +1707,8 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     sigfillset(&all);
 
     Py_INCREF(self);
+    core->run_ident = PyThread_get_thread_ident();
+    core->in_run = 1;
     struct pollfd *pfds = NULL;
     size_t pcap = 0;
     int again = 1;          /* first round: GIL phase to settle state */
@@ -1874,6 +1878,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     free(pfds);
     cf_event_post(&sh->done_ev);    /* every worker reaped */
     PyEval_RestoreThread(ts);
+    core->in_run = 0;
     /* Done: shutdown(wait=True) has nothing left to join, and the
      * registry of running dispatchers (thread -> core) must not be kept
      * alive through us. */
@@ -2078,6 +2083,12 @@ core_wait_done(ProcessCoreObject *core)
     }
     if (!core->started) {
         return 0;
+    }
+    if (core->in_run && core->run_ident == PyThread_get_thread_ident()) {
+        /* A done-callback on the dispatcher: the stdlib's join() of its
+         * manager thread raises, after shutdown() has set its flags. */
+        PyErr_SetString(PyExc_RuntimeError, "cannot join current thread");
+        return -1;
     }
     PyObject *t = core->thread ? Py_NewRef(core->thread) : NULL;
     if (cf_event_wait_gil(&core->sh->done_ev, CF_FOREVER) < 0) {

@@ -459,3 +459,32 @@ print("OK")
 def test_abort_while_dispatcher_writes(cf):
     r = run(cf, ABORT_RACE, timeout=100)
     assert "OK" in r.stdout, (r.stdout, r.stderr[-3000:])
+
+
+# ------------ shutdown(wait=True) from a done-callback (review defect 2)
+
+CALLBACK_SHUTDOWN = """
+import threading, multiprocessing as mp
+import process_helpers as h
+ex = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
+ev = threading.Event()
+def cb(f):
+    ev.set()
+    ex.shutdown()       # wait=True, on the thread completing the future
+    print("RETURNED", flush=True)
+f = ex.submit(h.slow, 0.3, 1)
+f.add_done_callback(cb)
+print("WAITED", ev.wait(30), f.result(), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_shutdown_wait_from_done_callback(impl):
+    # The stdlib's join() of its manager thread raises; the future's
+    # callback machinery logs it.  Interpreter exit does not hang.
+    r = run(impl, CALLBACK_SHUTDOWN, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WAITED True 1" in r.stdout, (r.stdout, r.stderr[-3000:])
+    assert "RETURNED" not in r.stdout
+    assert "exception calling callback for" in r.stderr, r.stderr[-3000:]
+    assert "RuntimeError: cannot join current thread" in r.stderr
