@@ -2293,7 +2293,7 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
     /* Pickling ran Python, which may have let another thread break or
      * stop the pool: check again.  From here until the task is queued
      * (where core_break and the shutdown logic see it) no Python runs. */
-    if (core->broken != NULL || core->stop_sent
+    if (core->broken != NULL || core->shutdown || core->stop_sent
         || (st->proc_global_shutdown && !core->started)) {
         ProcBuf_Free(&buf);
         Py_DECREF(fut);
@@ -2301,7 +2301,8 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
             return raise_broken(st, core);
         }
         PyErr_SetString(PyExc_RuntimeError,
-                        core->stop_sent && !st->proc_global_shutdown
+                        core->shutdown
+                        || (core->stop_sent && !st->proc_global_shutdown)
                         ? "cannot schedule new futures after shutdown"
                         : "cannot schedule new futures after interpreter "
                           "shutdown");

@@ -488,3 +488,41 @@ def test_shutdown_wait_from_done_callback(impl):
     assert "RETURNED" not in r.stdout
     assert "exception calling callback for" in r.stderr, r.stderr[-3000:]
     assert "RuntimeError: cannot join current thread" in r.stderr
+
+
+# ------- shutdown() while the first submit() pickles (review defect 7)
+
+SHUTDOWN_WHILE_PICKLING = """
+import threading, time, multiprocessing as mp
+ex = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
+pickling = threading.Event()
+class Slow:
+    def __reduce__(self):
+        pickling.set()
+        time.sleep(0.5)         # GIL released: shutdown() runs now
+        return (int, (7,))
+out = []
+def submit():
+    try:
+        out.append(ex.submit(abs, Slow()))
+    except RuntimeError as e:
+        out.append(str(e))
+t = threading.Thread(target=submit)
+t.start()
+pickling.wait(30)
+ex.shutdown(wait=True)
+t.join()
+print("OUT", out)
+print("DISPATCHERS", [th.name for th in threading.enumerate()
+                      if "dispatcher" in th.name])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_while_first_submit_pickles(cf):
+    # The stdlib pickles later, in its feeder thread; here the submit that
+    # pickles while shutdown() ran must refuse, not start a dispatcher.
+    r = run(cf, SHUTDOWN_WHILE_PICKLING, timeout=50)
+    assert "OUT ['cannot schedule new futures after shutdown']" in r.stdout, (
+        r.stdout, r.stderr[-3000:])
+    assert "DISPATCHERS []" in r.stdout, r.stdout
