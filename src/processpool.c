@@ -868,6 +868,7 @@ typedef struct {
      * (it may release the GIL), so that a racing submit() neither starts
      * a second dispatcher nor launches workers of its own. */
     int starting;
+    unsigned long starter;      /* the thread setting starting */
     int started;                /* a dispatcher was started: done_ev posts */
     int in_run;                 /* _run() is running on thread run_ident */
     unsigned long run_ident;
@@ -2158,16 +2159,30 @@ core_start(ProcessCoreObject *core)
 static int
 core_ensure_started(ProcessCoreObject *core)
 {
-    if (core->starting || core->broken != NULL || core->stop_sent) {
-        /* Another thread is starting the pool (our task is queued: the
-         * dispatcher takes it), or nothing may start any more. */
-        return 0;
+    while (core->starting) {
+        /* Another thread starts the pool (a few launches; the stdlib's
+         * submit() holds its lock across them): wait, as that start may
+         * fail and leave our queued task to nobody.  Not if the start's
+         * own Python code submits. */
+        if (core->starter == PyThread_get_thread_ident()) {
+            return 0;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        usleep(1000);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    if (core->broken != NULL || core->stop_sent) {
+        return 0;               /* nothing may start any more */
     }
     if (core->thread == NULL) {
         if (core->started) {
             return 0;           /* the dispatcher has already finished */
         }
         core->starting = 1;
+        core->starter = PyThread_get_thread_ident();
         int r = core_start(core);
         core->starting = 0;
         return r;

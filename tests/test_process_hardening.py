@@ -526,3 +526,54 @@ def test_shutdown_while_first_submit_pickles(cf):
     assert "OUT ['cannot schedule new futures after shutdown']" in r.stdout, (
         r.stdout, r.stderr[-3000:])
     assert "DISPATCHERS []" in r.stdout, r.stdout
+
+
+# ------------- the first start fails while another submit() waits (defect 4)
+
+START_FAILS = """
+import threading, time, multiprocessing as mp
+real = mp.get_context("fork")
+calls = [0]
+class P(real.Process):
+    def start(self):
+        calls[0] += 1
+        if calls[0] == 1:
+            time.sleep(0.5)         # GIL released: thread b submits now
+            raise OSError("cannot start")
+        return super().start()
+class Ctx:
+    Process = P
+    def __getattr__(self, n):
+        return getattr(real, n)
+    def get_start_method(self, allow_none=False):
+        return "fork"
+ex = cf.ProcessPoolExecutor(2, mp_context=Ctx())
+out = {}
+def a():
+    try:
+        ex.submit(abs, -1)
+    except Exception as e:
+        out["a"] = repr(e)
+def b():
+    time.sleep(0.1)
+    out["fb"] = ex.submit(abs, -2)
+ta = threading.Thread(target=a)
+tb = threading.Thread(target=b)
+ta.start(); tb.start(); ta.join(); tb.join()
+try:
+    print("A", out.get("a"), "B", out["fb"].result(timeout=20), flush=True)
+except Exception as e:
+    print("A", out.get("a"), "B", repr(e), flush=True)
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_first_start_fails_while_another_submit_waits(impl):
+    # The stdlib's submit() holds its lock across the start: b's submit
+    # starts the pool again, and its future is not left RUNNING.
+    r = run(impl, START_FAILS, timeout=60)
+    assert "A OSError('cannot start') B 2" in r.stdout, (r.stdout,
+                                                         r.stderr[-3000:])
+    assert "END" in r.stdout
