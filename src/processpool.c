@@ -118,6 +118,7 @@ typedef struct ProcWorker {
     int failed;                 /* pipe error / protocol error */
     int counted_retired;        /* GIL side: left nprocs_active */
     int reaped;
+    int signalled;              /* terminated by the break (dispatcher) */
     size_t need;                /* bytes of the frame being received */
     uint32_t inflight;
     uint64_t assigned;
@@ -1454,7 +1455,36 @@ core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
 
     /* Survivors may sit on a half-written frame: terminate them. */
     signal_processes(core, "terminate");
+    for (int i = 0; i < sh->nw; i++) {
+        sh->w[i]->signalled = 1;
+    }
     sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
+}
+
+/* Broken pool (dispatcher, GIL): a worker whose launch (in a submit())
+ * returned after the break was not signalled by it: terminate it too, with
+ * its own grace period, or nothing would ever end it. */
+static void
+core_signal_late_workers(ProcessCoreObject *core)
+{
+    ProcShared *sh = core->sh;
+    for (int i = 0; i < sh->nw; i++) {
+        ProcWorker *w = sh->w[i];
+        if (w->signalled || w->exited) {
+            continue;
+        }
+        w->signalled = 1;
+        PyObject *key = PyLong_FromLong((long)w->pid);
+        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
+        if (p != NULL) {
+            call_process_method(p, "terminate");
+        }
+        PyErr_Clear();
+        Py_XDECREF(key);
+        if (sh->kill_deadline == CF_FOREVER) {
+            sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
+        }
+    }
 }
 
 static void
@@ -1580,6 +1610,9 @@ core_gil_phase(ProcessCoreObject *core)
             && core->broken == NULL) {
             core_break(core, NULL);
         }
+    }
+    if (core->broken != NULL) {
+        core_signal_late_workers(core);
     }
     if (core->broken != NULL && sh->kill_deadline != CF_FOREVER
         && cf_monotonic_ns() >= sh->kill_deadline) {

@@ -577,3 +577,43 @@ def test_first_start_fails_while_another_submit_waits(impl):
     assert "A OSError('cannot start') B 2" in r.stdout, (r.stdout,
                                                          r.stderr[-3000:])
     assert "END" in r.stdout
+
+
+# ----------- a worker launched while the pool breaks (review defect 6)
+
+LATE_WORKER = """
+import os, time, multiprocessing as mp
+import process_helpers as h
+real = mp.get_context("fork")
+calls = [0]
+class P(real.Process):
+    def start(self):
+        calls[0] += 1
+        r = super().start()
+        if calls[0] == 2:
+            time.sleep(2.5)     # the break and its kill deadline pass now
+        return r
+class Ctx:
+    Process = P
+    def __getattr__(self, n):
+        return getattr(real, n)
+    def get_start_method(self, allow_none=False):
+        return "forkserver"     # launched from submit(), one at a time
+ex = cf.ProcessPoolExecutor(2, mp_context=Ctx())
+f1 = ex.submit(h.slow, 0.3)
+f2 = ex.submit(os._exit, 1)     # the first worker dies: the pool breaks
+for f in (f1, f2):
+    try:
+        f.result(timeout=30)
+    except Exception as e:
+        print(type(e).__name__)
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(90)
+def test_worker_launched_while_the_pool_breaks(cf):
+    r = run(cf, LATE_WORKER, timeout=60)
+    assert "BrokenProcessPool" in r.stdout, (r.stdout, r.stderr[-3000:])
+    assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
