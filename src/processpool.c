@@ -1721,6 +1721,25 @@ io_failed(ProcShared *sh, long *backoff_us, int *gil_needed)
     *gil_needed = 1;            /* kill deadline, ends of workers */
 }
 
+/* Dispatcher (no GIL): ppoll() or realloc() failed, so no sentinel was
+ * polled: poll each alone (one fd fits any RLIMIT_NOFILE), or worker
+ * ends would go unseen and shutdown wait for ever. */
+static void
+detect_exits_unpolled(ProcShared *sh)
+{
+    for (int i = 0; i < sh->nw; i++) {
+        ProcWorker *w = sh->w[i];
+        if (w->exited || w->sentinel_fd < 0) {
+            continue;
+        }
+        struct pollfd p = {.fd = w->sentinel_fd, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0 && p.revents) {
+            w->exited = 1;      /* dead: its writes are all in */
+            read_worker(w);
+        }
+    }
+}
+
 PyDoc_STRVAR(core_run_doc,
 "_run($self, /)\n--\n\n"
 "Dispatcher loop (the body of the pool's IO thread).");
@@ -1782,6 +1801,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             if (n == NULL) {
                 errno = ENOMEM;
                 io_failed(sh, &backoff_us, &gil_needed);
+                detect_exits_unpolled(sh);
                 goto gil_phase;     /* pfds too short to poll or read */
             }
             pfds = n;
@@ -1846,6 +1866,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             for (int i = 0; i < sh->nw; i++) {
                 read_worker(sh->w[i]);
             }
+            detect_exits_unpolled(sh);
         }
         else {
             backoff_us = 0;
