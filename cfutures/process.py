@@ -80,8 +80,12 @@ threading._register_atexit(_python_exit)
 def _start_thread(core):
     t = threading.Thread(target=core._run, name="cfutures-process-dispatcher",
                          daemon=False)
-    t.start()
-    _io_threads[t] = core
+    _io_threads[t] = core       # first: once it runs, the pool is started
+    try:
+        t.start()
+    except BaseException:
+        _io_threads.pop(t, None)
+        raise
     return t
 
 

@@ -230,6 +230,11 @@ InterpCore_Decref(InterpCore *c)
     return rest;
 }
 
+/* The core whose future this worker thread is completing (deliver()):
+ * the worker counts as idle then, but not for a submit() from its own
+ * done-callbacks -- it cannot take that task before they return. */
+static _Thread_local InterpCore *cf_delivering;
+
 /* Queue a task.  *spawn is set to the index of a worker to start (the
  * caller must start it or call InterpCore_Unspawn), or -1.  A new worker
  * is wanted when queued tasks outnumber the idle workers. */
@@ -264,7 +269,8 @@ InterpCore_Push(InterpCore *c, InterpTask *t, int *spawn)
     }
     c->tail = t;
     c->ntasks++;
-    if (c->ntasks > c->idle && c->nthreads < c->max_workers) {
+    int idle = c->idle - (cf_delivering == c);
+    if (c->ntasks > idle && c->nthreads < c->max_workers) {
         *spawn = c->nthreads++;
     }
     pthread_cond_signal(&c->cond);
@@ -298,8 +304,8 @@ pop_locked(InterpCore *c)
 
 /* A worker counts as idle from before it completes a future until it
  * takes the next task: a submit() woken by that future must not start
- * another worker (the stdlib's idle semaphore is released the same way,
- * before the caller can see the result). */
+ * another worker.  Its own done-callbacks do not count it (cf_delivering),
+ * as the stdlib releases its idle semaphore after them. */
 CF_WORKER_ONLY static void
 InterpCore_SetIdle(InterpCore *c)
 {
@@ -1613,7 +1619,10 @@ interp_worker(PyObject *mod, PyObject *handle)
         }
         switch_to(main_ts);
         InterpCore_SetIdle(core);
+        InterpCore *outer = cf_delivering;
+        cf_delivering = core;
         deliver(st, fut, &res);
+        cf_delivering = outer;
         InterpResult_Clear(&res);
         task_free(task);
     }

@@ -118,6 +118,7 @@ typedef struct ProcWorker {
     int failed;                 /* pipe error / protocol error */
     int counted_retired;        /* GIL side: left nprocs_active */
     int reaped;
+    int signalled;              /* terminated by the break (dispatcher) */
     size_t need;                /* bytes of the frame being received */
     uint32_t inflight;
     uint64_t assigned;
@@ -142,6 +143,7 @@ typedef struct ProcShared {
     int sleeping;           /* dispatcher is in (or entering) poll() */
     int wake_pending;
     int kick;               /* a GIL holder wants a GIL phase */
+    int abort_req;          /* _abort(): break the pool in the GIL phase */
     int depth;              /* per-worker in-flight target */
     ProcMsgQueue sendq;     /* RUNNING tasks not yet given to a worker */
     /* Tasks in sendq or at a worker and not yet answered.  Freed by the
@@ -869,7 +871,10 @@ typedef struct {
      * (it may release the GIL), so that a racing submit() neither starts
      * a second dispatcher nor launches workers of its own. */
     int starting;
+    unsigned long starter;      /* the thread setting starting */
     int started;                /* a dispatcher was started: done_ev posts */
+    int in_run;                 /* _run() is running on thread run_ident */
+    unsigned long run_ident;
     int processes_dropped;      /* shutdown() called: _processes is None */
     /* Submits whose call failed to pickle.  The stdlib learns that only in
      * its feeder thread, after submit() started a worker for the task, and
@@ -1452,7 +1457,36 @@ core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
 
     /* Survivors may sit on a half-written frame: terminate them. */
     signal_processes(core, "terminate");
+    for (int i = 0; i < sh->nw; i++) {
+        sh->w[i]->signalled = 1;
+    }
     sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
+}
+
+/* Broken pool (dispatcher, GIL): a worker whose launch (in a submit())
+ * returned after the break was not signalled by it: terminate it too, with
+ * its own grace period, or nothing would ever end it. */
+static void
+core_signal_late_workers(ProcessCoreObject *core)
+{
+    ProcShared *sh = core->sh;
+    for (int i = 0; i < sh->nw; i++) {
+        ProcWorker *w = sh->w[i];
+        if (w->signalled || w->exited) {
+            continue;
+        }
+        w->signalled = 1;
+        PyObject *key = PyLong_FromLong((long)w->pid);
+        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
+        if (p != NULL) {
+            call_process_method(p, "terminate");
+        }
+        PyErr_Clear();
+        Py_XDECREF(key);
+        if (sh->kill_deadline == CF_FOREVER) {
+            sh->kill_deadline = cf_monotonic_ns() + TERM_GRACE_NS;
+        }
+    }
 }
 
 static void
@@ -1528,6 +1562,16 @@ core_gil_phase(ProcessCoreObject *core)
 {
     ProcShared *sh = core->sh;
 
+    /* 0. _abort() from another thread: only this thread may break (the
+     * workers' queues and sh->w are ours, unlocked). */
+    pthread_mutex_lock(&sh->mutex);
+    int abort_req = sh->abort_req;
+    sh->abort_req = 0;
+    pthread_mutex_unlock(&sh->mutex);
+    if (abort_req && core->broken == NULL) {
+        core_break(core, NULL);
+    }
+
     /* 1. results, in arrival order */
     for (size_t i = 0; i < sh->nbatch; i++) {
         complete_frame(core, &sh->batch[i]);
@@ -1568,6 +1612,9 @@ core_gil_phase(ProcessCoreObject *core)
             && core->broken == NULL) {
             core_break(core, NULL);
         }
+    }
+    if (core->broken != NULL) {
+        core_signal_late_workers(core);
     }
     if (core->broken != NULL && sh->kill_deadline != CF_FOREVER
         && cf_monotonic_ns() >= sh->kill_deadline) {
@@ -1687,6 +1734,25 @@ io_failed(ProcShared *sh, long *backoff_us, int *gil_needed)
     *gil_needed = 1;            /* kill deadline, ends of workers */
 }
 
+/* Dispatcher (no GIL): ppoll() or realloc() failed, so no sentinel was
+ * polled: poll each alone (one fd fits any RLIMIT_NOFILE), or worker
+ * ends would go unseen and shutdown wait for ever. */
+static void
+detect_exits_unpolled(ProcShared *sh)
+{
+    for (int i = 0; i < sh->nw; i++) {
+        ProcWorker *w = sh->w[i];
+        if (w->exited || w->sentinel_fd < 0) {
+            continue;
+        }
+        struct pollfd p = {.fd = w->sentinel_fd, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0 && p.revents) {
+            w->exited = 1;      /* dead: its writes are all in */
+            read_worker(w);
+        }
+    }
+}
+
 PyDoc_STRVAR(core_run_doc,
 "_run($self, /)\n--\n\n"
 "Dispatcher loop (the body of the pool's IO thread).");
@@ -1714,6 +1780,8 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     pthread_sigmask(SIG_BLOCK, &async, &sh->launch_mask);
 
     Py_INCREF(self);
+    core->run_ident = PyThread_get_thread_ident();
+    core->in_run = 1;
     struct pollfd *pfds = NULL;
     size_t pcap = 0;
     int again = 1;          /* first round: GIL phase to settle state */
@@ -1753,6 +1821,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             if (n == NULL) {
                 errno = ENOMEM;
                 io_failed(sh, &backoff_us, &gil_needed);
+                detect_exits_unpolled(sh);
                 goto gil_phase;     /* pfds too short to poll or read */
             }
             pfds = n;
@@ -1824,6 +1893,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
             for (int i = 0; i < sh->nw; i++) {
                 read_worker(sh->w[i]);
             }
+            detect_exits_unpolled(sh);
         }
         else {
             backoff_us = 0;
@@ -1890,6 +1960,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     free(pfds);
     cf_event_post(&sh->done_ev);    /* every worker reaped */
     PyEval_RestoreThread(ts);
+    core->in_run = 0;
     /* Done: shutdown(wait=True) has nothing left to join, and the
      * registry of running dispatchers (thread -> core) must not be kept
      * alive through us. */
@@ -1932,9 +2003,13 @@ static PyObject *
 ProcessCore_abort(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProcessCoreObject *core = (ProcessCoreObject *)self;
-    if (core->sh != NULL && !core->sh->inherited && core->started) {
-        core_break(core, NULL);
-        kick(core->sh);
+    ProcShared *sh = core->sh;
+    if (sh != NULL && !sh->inherited && core->started) {
+        /* The dispatcher breaks the pool (it owns the workers' queues). */
+        pthread_mutex_lock(&sh->mutex);
+        sh->abort_req = 1;
+        pthread_mutex_unlock(&sh->mutex);
+        kick(sh);
     }
     Py_RETURN_NONE;
 }
@@ -2091,6 +2166,12 @@ core_wait_done(ProcessCoreObject *core)
     if (!core->started) {
         return 0;
     }
+    if (core->in_run && core->run_ident == PyThread_get_thread_ident()) {
+        /* A done-callback on the dispatcher: the stdlib's join() of its
+         * manager thread raises, after shutdown() has set its flags. */
+        PyErr_SetString(PyExc_RuntimeError, "cannot join current thread");
+        return -1;
+    }
     PyObject *t = core->thread ? Py_NewRef(core->thread) : NULL;
     if (cf_event_wait_gil(&core->sh->done_ev, CF_FOREVER) < 0) {
         Py_XDECREF(t);
@@ -2159,16 +2240,30 @@ core_start(ProcessCoreObject *core)
 static int
 core_ensure_started(ProcessCoreObject *core)
 {
-    if (core->starting || core->broken != NULL || core->stop_sent) {
-        /* Another thread is starting the pool (our task is queued: the
-         * dispatcher takes it), or nothing may start any more. */
-        return 0;
+    while (core->starting) {
+        /* Another thread starts the pool (a few launches; the stdlib's
+         * submit() holds its lock across them): wait, as that start may
+         * fail and leave our queued task to nobody.  Not if the start's
+         * own Python code submits. */
+        if (core->starter == PyThread_get_thread_ident()) {
+            return 0;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        usleep(1000);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    if (core->broken != NULL || core->stop_sent) {
+        return 0;               /* nothing may start any more */
     }
     if (core->thread == NULL) {
         if (core->started) {
             return 0;           /* the dispatcher has already finished */
         }
         core->starting = 1;
+        core->starter = PyThread_get_thread_ident();
         int r = core_start(core);
         core->starting = 0;
         return r;
@@ -2294,7 +2389,7 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
     /* Pickling ran Python, which may have let another thread break or
      * stop the pool: check again.  From here until the task is queued
      * (where core_break and the shutdown logic see it) no Python runs. */
-    if (core->broken != NULL || core->stop_sent
+    if (core->broken != NULL || core->shutdown || core->stop_sent
         || (st->proc_global_shutdown && !core->started)) {
         ProcBuf_Free(&buf);
         Py_DECREF(fut);
@@ -2302,7 +2397,8 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
             return raise_broken(st, core);
         }
         PyErr_SetString(PyExc_RuntimeError,
-                        core->stop_sent && !st->proc_global_shutdown
+                        core->shutdown
+                        || (core->stop_sent && !st->proc_global_shutdown)
                         ? "cannot schedule new futures after shutdown"
                         : "cannot schedule new futures after interpreter "
                           "shutdown");

@@ -627,6 +627,30 @@ def test_idle_worker_is_reused():
             assert len(ex._threads) == 1
 
 
+@needs_support
+@pytest.mark.timeout(90)
+def test_submit_and_wait_from_a_done_callback():
+    # A worker running its future's done-callbacks cannot take a task:
+    # a submit() from them starts another worker (as the stdlib's idle
+    # semaphore is released only after the callbacks).
+    with InterpreterPoolExecutor(4) as ex:
+        done = threading.Event()
+        res = []
+
+        def cb(f):
+            try:
+                res.append(ex.submit(abs, -5).result(timeout=10))
+            except BaseException as e:
+                res.append(repr(e))
+            done.set()
+
+        f = ex.submit(T.sleep_then, 0.3, 1)
+        f.add_done_callback(cb)
+        assert done.wait(30)
+        assert res == [5]
+        assert f.result() == 1
+
+
 # --------------------------------- 3.14+: side by side with the stdlib's own
 
 SIDE_BY_SIDE = """

@@ -423,16 +423,18 @@ except BrokenProcessPool as e:
     print("BROKEN", type(e.__cause__).__name__, getattr(e.__cause__, "errno", None))
 except TimeoutError:
     print("STUCK")
-resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-ex.shutdown(wait=True)
+if {restore!r}:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+ex.shutdown(wait=True)      # else ppoll() keeps failing meanwhile
 print("END")
 """
 
 
 @pytest.mark.timeout(120)
-def test_poll_error_breaks_pool_with_the_os_error(cf):
+@pytest.mark.parametrize("restore", [True, False])
+def test_poll_error_breaks_pool_with_the_os_error(cf, restore):
     import errno
-    r = run(cf, POLL_ERROR, timeout=90)
+    r = run(cf, POLL_ERROR.format(restore=restore), timeout=90)
     assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
     assert "BROKEN OSError %d" % errno.EINVAL in r.stdout, r.stdout
 
@@ -505,4 +507,184 @@ print("END")
 @pytest.mark.timeout(120)
 def test_fork_worker_exit_with_another_pool_running(impl):
     r = run(impl, FORK_WORKER_EXIT, timeout=60)
+    assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
+
+
+# ------------------- _abort() racing the dispatcher (review defect 1)
+
+ABORT_RACE = """
+import time, multiprocessing as mp
+ctx = mp.get_context("fork")
+for i in range(15):
+    ex = cf.ProcessPoolExecutor(4, mp_context=ctx)
+    fs = [ex.submit(abs, j) for j in range(20000)]
+    time.sleep(0.01 * (i % 5))
+    ex._core._abort()       # what _python_exit does on Ctrl-C
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in fs)
+print("OK")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_abort_while_dispatcher_writes(cf):
+    r = run(cf, ABORT_RACE, timeout=100)
+    assert "OK" in r.stdout, (r.stdout, r.stderr[-3000:])
+
+
+# ------------ shutdown(wait=True) from a done-callback (review defect 2)
+
+CALLBACK_SHUTDOWN = """
+import threading, multiprocessing as mp
+import process_helpers as h
+ex = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
+ev = threading.Event()
+def cb(f):
+    ev.set()
+    ex.shutdown()       # wait=True, on the thread completing the future
+    print("RETURNED", flush=True)
+f = ex.submit(h.slow, 0.3, 1)
+f.add_done_callback(cb)
+print("WAITED", ev.wait(30), f.result(), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_shutdown_wait_from_done_callback(impl):
+    # The stdlib's join() of its manager thread raises; the future's
+    # callback machinery logs it.  Interpreter exit does not hang.
+    r = run(impl, CALLBACK_SHUTDOWN, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WAITED True 1" in r.stdout, (r.stdout, r.stderr[-3000:])
+    assert "RETURNED" not in r.stdout
+    assert "exception calling callback for" in r.stderr, r.stderr[-3000:]
+    assert "RuntimeError: cannot join current thread" in r.stderr
+
+
+# ------- shutdown() while the first submit() pickles (review defect 7)
+
+SHUTDOWN_WHILE_PICKLING = """
+import threading, time, multiprocessing as mp
+ex = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
+pickling = threading.Event()
+class Slow:
+    def __reduce__(self):
+        pickling.set()
+        time.sleep(0.5)         # GIL released: shutdown() runs now
+        return (int, (7,))
+out = []
+def submit():
+    try:
+        out.append(ex.submit(abs, Slow()))
+    except RuntimeError as e:
+        out.append(str(e))
+t = threading.Thread(target=submit)
+t.start()
+pickling.wait(30)
+ex.shutdown(wait=True)
+t.join()
+print("OUT", out)
+print("DISPATCHERS", [th.name for th in threading.enumerate()
+                      if "dispatcher" in th.name])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_while_first_submit_pickles(cf):
+    # The stdlib pickles later, in its feeder thread; here the submit that
+    # pickles while shutdown() ran must refuse, not start a dispatcher.
+    r = run(cf, SHUTDOWN_WHILE_PICKLING, timeout=50)
+    assert "OUT ['cannot schedule new futures after shutdown']" in r.stdout, (
+        r.stdout, r.stderr[-3000:])
+    assert "DISPATCHERS []" in r.stdout, r.stdout
+
+
+# ------------- the first start fails while another submit() waits (defect 4)
+
+START_FAILS = """
+import threading, time, multiprocessing as mp
+real = mp.get_context("fork")
+calls = [0]
+class P(real.Process):
+    def start(self):
+        calls[0] += 1
+        if calls[0] == 1:
+            time.sleep(0.5)         # GIL released: thread b submits now
+            raise OSError("cannot start")
+        return super().start()
+class Ctx:
+    Process = P
+    def __getattr__(self, n):
+        return getattr(real, n)
+    def get_start_method(self, allow_none=False):
+        return "fork"
+ex = cf.ProcessPoolExecutor(2, mp_context=Ctx())
+out = {}
+def a():
+    try:
+        ex.submit(abs, -1)
+    except Exception as e:
+        out["a"] = repr(e)
+def b():
+    time.sleep(0.1)
+    out["fb"] = ex.submit(abs, -2)
+ta = threading.Thread(target=a)
+tb = threading.Thread(target=b)
+ta.start(); tb.start(); ta.join(); tb.join()
+try:
+    print("A", out.get("a"), "B", out["fb"].result(timeout=20), flush=True)
+except Exception as e:
+    print("A", out.get("a"), "B", repr(e), flush=True)
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_first_start_fails_while_another_submit_waits(impl):
+    # The stdlib's submit() holds its lock across the start: b's submit
+    # starts the pool again, and its future is not left RUNNING.
+    r = run(impl, START_FAILS, timeout=60)
+    assert "A OSError('cannot start') B 2" in r.stdout, (r.stdout,
+                                                         r.stderr[-3000:])
+    assert "END" in r.stdout
+
+
+# ----------- a worker launched while the pool breaks (review defect 6)
+
+LATE_WORKER = """
+import os, time, multiprocessing as mp
+import process_helpers as h
+real = mp.get_context("fork")
+calls = [0]
+class P(real.Process):
+    def start(self):
+        calls[0] += 1
+        r = super().start()
+        if calls[0] == 2:
+            time.sleep(2.5)     # the break and its kill deadline pass now
+        return r
+class Ctx:
+    Process = P
+    def __getattr__(self, n):
+        return getattr(real, n)
+    def get_start_method(self, allow_none=False):
+        return "forkserver"     # launched from submit(), one at a time
+ex = cf.ProcessPoolExecutor(2, mp_context=Ctx())
+f1 = ex.submit(h.slow, 0.3)
+f2 = ex.submit(os._exit, 1)     # the first worker dies: the pool breaks
+for f in (f1, f2):
+    try:
+        f.result(timeout=30)
+    except Exception as e:
+        print(type(e).__name__)
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(90)
+def test_worker_launched_while_the_pool_breaks(cf):
+    r = run(cf, LATE_WORKER, timeout=60)
+    assert "BrokenProcessPool" in r.stdout, (r.stdout, r.stderr[-3000:])
     assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
