@@ -136,10 +136,11 @@ cf_PyWeakref_GetRef(PyObject *ref, PyObject **pobj)
  * first checks the head-room the stdlib's frames need and holds the
  * frames it keeps during the callbacks (counts measured against each
  * version's stdlib).  3.10-3.11 count C calls and Python frames on one
- * counter (Py_EnterRecursiveCall); 3.12-3.13 count Python frames apart,
- * so charge PyThreadState.py_recursion_remaining as _Py_EnterRecursivePy
- * does (a field of the public cpython/pystate.h). */
-#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
+ * counter (Py_EnterRecursiveCall); 3.12+ count Python frames apart (3.14+
+ * guard the C stack by its address instead of a C-call counter), so charge
+ * PyThreadState.py_recursion_remaining as _Py_EnterRecursivePy does (a
+ * field of the public cpython/pystate.h). */
+#if PY_VERSION_HEX >= 0x030C0000
 #define CF_SET_RESULT_CHECK 2
 #define CF_SET_RESULT_HOLD 1
 #define CF_CALLBACK_FRAMES 1
@@ -160,7 +161,7 @@ cf_leave_py_frames(PyThreadState *ts, int n)
 {
     ts->py_recursion_remaining += n;
 }
-#elif PY_VERSION_HEX < 0x030C0000
+#else
 #define CF_SET_RESULT_CHECK 2
 #define CF_SET_RESULT_HOLD 0
 #define CF_CALLBACK_FRAMES 0
@@ -183,19 +184,6 @@ cf_leave_py_frames(PyThreadState *ts, int n)
     for (int i = 0; i < n; i++) {
         Py_LeaveRecursiveCall();
     }
-}
-#else   /* 3.14+: the interpreter guards the C stack itself */
-#define CF_SET_RESULT_CHECK 0
-#define CF_SET_RESULT_HOLD 0
-#define CF_CALLBACK_FRAMES 0
-static inline int
-cf_enter_py_frames(PyThreadState *ts, int n)
-{
-    return 0;
-}
-static inline void
-cf_leave_py_frames(PyThreadState *ts, int n)
-{
 }
 #endif
 

@@ -398,6 +398,7 @@ fail_queued(cf_pool *p, cf_state *st)
     }
 }
 
+#if PY_VERSION_HEX < 0x030F0000
 /* getattr(obj, name, None) without the None: 0 and *res = NULL when
  * missing, -1 on another error. */
 static int
@@ -412,13 +413,20 @@ get_optional_attr(PyObject *obj, const char *name, PyObject **res)
     }
     return 0;
 }
+#endif
 
 /* What ceval says for f(*x) when x is not iterable (the stdlib's worker
- * calls initializer(*initargs)); as CPython's private
- * _PyObject_FunctionStr() names f. */
+ * calls initializer(*initargs)); up to 3.14 naming f as CPython's private
+ * _PyObject_FunctionStr() does, from 3.15 without naming it. */
 static void
 set_star_args_error(PyObject *func, PyObject *args)
 {
+#if PY_VERSION_HEX >= 0x030F0000
+    (void)func;
+    PyErr_Format(PyExc_TypeError,
+                 "Value after * must be an iterable, not %.200s",
+                 Py_TYPE(args)->tp_name);
+#else
     PyObject *qualname = NULL, *module = NULL, *funcstr = NULL;
     if (get_optional_attr(func, "__qualname__", &qualname) < 0) {
         return;
@@ -448,6 +456,7 @@ set_star_args_error(PyObject *func, PyObject *args)
     Py_XDECREF(funcstr);
     Py_XDECREF(module);
     Py_XDECREF(qualname);
+#endif
 }
 
 /* initializer(*initargs), as the stdlib's worker calls it: initargs is
