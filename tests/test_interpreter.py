@@ -478,19 +478,27 @@ def test_exit_refuses_late_submit_and_survives_errors():
 @pytest.mark.timeout(60)
 def test_ctrl_c_while_waiting_on_result():
     r = run_script("""
-        import os, signal, threading
+        import os, signal, tempfile, threading, time
         import cfutures, _interp_tasks as T
+        d = tempfile.mkdtemp()
         ex = cfutures.InterpreterPoolExecutor(1)
-        f = ex.submit(T.sleep_then, 1.0, "late")
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        # The task runs until told to stop, so Ctrl-C always lands while
+        # it runs, however slowly this machine starts an interpreter.
+        f = ex.submit(T.rendezvous, d, "started", "go")
+        def ctrl_c():
+            while not os.path.exists(os.path.join(d, "started")):
+                time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=ctrl_c).start()
         try:
             f.result()
         except KeyboardInterrupt:
             print("interrupted", f.running(), flush=True)
-        print(f.result(), flush=True)
+        open(os.path.join(d, "go"), "w").close()
+        print("late", isinstance(f.result(), int), flush=True)
     """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["interrupted True", "late"]
+    assert r.stdout.splitlines() == ["interrupted True", "late True"]
 
 
 @needs_support
