@@ -4,8 +4,9 @@ pool never runs work).  A child that inherited a pool's start lock held by
 a thread that was waiting for the GIL (owner not yet recorded) blocked for
 ever in submit().  argv: module name, number of forks.  Prints
 'bad children: N of M'.  Pools are small, short-lived and fed a bounded
-number of short tasks, so that threads keep starting without piling up
-(thousands of 8 MB stacks made fork() fail with ENOMEM on 3.14)."""
+number of short tasks, so that threads keep starting without piling up;
+only the last few pools are kept (thousands of 8 MB stacks made fork() fail
+with ENOMEM on 3.14)."""
 import faulthandler
 import importlib
 import os
@@ -43,6 +44,11 @@ def maker():
         shared.append(ex)
         time.sleep(0.005)
         ex.shutdown(wait=False)
+        if len(shared) > 8:
+            # Drop old pools: from 3.14 a Thread object kept alive keeps its
+            # thread's 8 MB stack mapped (not detached), and fork() then
+            # fails with ENOMEM once those add up.
+            shared.pop(0).shutdown(wait=True)
 
 
 ts = [threading.Thread(target=submitter) for _ in range(3)]
