@@ -206,15 +206,31 @@ typedef struct {
     int exiting;                /* the threading atexit hook has run */
 } cf_interp_state;
 
+/* The process pool's (processpool.c, processcore.c, procpickle.c): its
+ * types, the objects cfutures.process hands over through _process_init()
+ * (by name), and the interpreter-exit flag its atexit hook sets. */
+typedef struct {
+    PyTypeObject *ProcessPool_type;
+    PyTypeObject *ProcessCore_type;
+    PyTypeObject *FrameWriter_type;
+    PyObject *BrokenProcessPool;        /* concurrent.futures.process's */
+    PyObject *RemoteTraceback;          /* concurrent.futures.process's */
+    PyObject *Pickler;                  /* pickle.Pickler */
+    PyObject *loads;                    /* pickle.loads */
+    PyObject *protocol;                 /* ForkingPickler's protocol */
+    PyObject *copyreg_table;            /* ForkingPickler._copyreg_dispatch_table */
+    PyObject *extra_reducers;           /* ForkingPickler._extra_reducers */
+    PyObject *format_exception;         /* traceback.format_exception */
+    int global_shutdown;                /* interpreter exit began */
+    int watcher;                        /* dict watcher id + 1 (3.12+), 0: none */
+} cf_proc_state;
+
 typedef struct {
     PyTypeObject *Future_type;          /* _cfutures.Future (C base) */
     PyTypeObject *Waiter_type;          /* native wait()/as_completed() */
     PyTypeObject *AsCompleted_type;
     PyTypeObject *MapIterator_type;
     PyTypeObject *ThreadPool_type;
-    PyTypeObject *ProcessPool_type;     /* processpool.c */
-    PyTypeObject *ProcessCore_type;
-    PyTypeObject *FrameWriter_type;
     PyTypeObject *ChainLists_type;
     PyTypeObject *InterpPool_type;      /* interppool.c */
 
@@ -260,11 +276,7 @@ typedef struct {
     PyObject *tp_all_threads;           /* WeakSet of every worker */
     PyObject *tp_worker_fn;             /* _thread_worker */
 
-    /* processpool.c: helpers handed over by cfutures.process (tuple),
-     * and the interpreter-exit flag its atexit hook sets. */
-    PyObject *proc_helpers;
-    int proc_global_shutdown;
-    int proc_watcher;                   /* dict watcher id + 1 (3.12+), 0: none */
+    cf_proc_state proc;                 /* the process pool */
 
     cf_interp_state interp;             /* interppool.c */
 } cf_state;
@@ -341,15 +353,16 @@ cf_state_is_waited(int s)
 /* waiters.c */
 int cf_waiters_module_init(PyObject *mod, cf_state *st);
 
-/* executor.c */
-int cf_executor_module_init(PyObject *mod, cf_state *st);
+/* mapiter.c */
+int cf_mapiter_module_init(PyObject *mod, cf_state *st);
 
 /* threadpool.c */
 int cf_threadpool_module_init(PyObject *mod, cf_state *st);
 
 /* processpool.c */
 int cf_processpool_module_init(PyObject *mod, cf_state *st);
-void cf_processpool_state_clear(cf_state *st);
+int cf_processpool_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_processpool_clear(cf_state *st);
 /* interppool.c */
 int cf_interppool_module_init(PyObject *mod, cf_state *st);
 int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);

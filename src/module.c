@@ -11,11 +11,7 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->AsCompleted_type);
     Py_VISIT(st->MapIterator_type);
     Py_VISIT(st->ThreadPool_type);
-    Py_VISIT(st->ProcessPool_type);
-    Py_VISIT(st->ProcessCore_type);
-    Py_VISIT(st->FrameWriter_type);
     Py_VISIT(st->ChainLists_type);
-    Py_VISIT(st->proc_helpers);
     Py_VISIT(st->InterpPool_type);
     Py_VISIT(st->future_class);
     Py_VISIT(st->CancelledError);
@@ -33,6 +29,10 @@ cf_state_traverse(cf_state *st, visitproc visit, void *arg)
         Py_VISIT(st->state_names[i]);
         Py_VISIT(st->state_desc[i]);
     }
+    int r = cf_processpool_traverse(st, visit, arg);
+    if (r != 0) {
+        return r;
+    }
     return cf_interppool_traverse(st, visit, arg);
 }
 
@@ -44,12 +44,8 @@ cf_state_clear(cf_state *st)
     Py_CLEAR(st->AsCompleted_type);
     Py_CLEAR(st->MapIterator_type);
     Py_CLEAR(st->ThreadPool_type);
-    Py_CLEAR(st->ProcessPool_type);
-    Py_CLEAR(st->ProcessCore_type);
-    Py_CLEAR(st->FrameWriter_type);
     Py_CLEAR(st->ChainLists_type);
-    cf_processpool_state_clear(st);
-    Py_CLEAR(st->proc_helpers);
+    cf_processpool_clear(st);
     Py_CLEAR(st->InterpPool_type);
     Py_CLEAR(st->future_class);
     Py_CLEAR(st->CancelledError);
@@ -214,7 +210,7 @@ module_exec(PyObject *mod)
     }
     if (cf_future_module_init(mod, st) < 0
         || cf_waiters_module_init(mod, st) < 0
-        || cf_executor_module_init(mod, st) < 0
+        || cf_mapiter_module_init(mod, st) < 0
         || cf_threadpool_module_init(mod, st) < 0
         || cf_processpool_module_init(mod, st) < 0
         || cf_interppool_module_init(mod, st) < 0) {
