@@ -501,26 +501,81 @@ signal_processes(ProcessCoreObject *core, const char *method)
     Py_DECREF(vals);
 }
 
-/* The pool is broken: fail every pending future, stop every worker. */
-/* BrokenProcessPool(msg) with __cause__ = cause (GIL). */
+/* ---- breaking the pool: every pending future fails, every worker stops */
+
+/* BrokenProcessPool(msg) with __cause__ = cause and, when not NULL, note
+ * added (3.11+) (GIL). */
 static PyObject *
-new_broken_error(cf_state *st, PyObject *cause, const char *msg)
+new_broken_error(cf_state *st, PyObject *cause, const char *msg,
+                 PyObject *note)
 {
     PyObject *bpe = PyObject_CallFunction(st->proc.BrokenProcessPool, "s", msg);
     if (bpe != NULL && cause != NULL) {
         PyException_SetCause(bpe, Py_NewRef(cause));
     }
+#if PY_VERSION_HEX >= 0x030B0000
+    if (bpe != NULL && note != NULL) {
+        PyObject *r = PyObject_CallMethod(bpe, "add_note", "O", note);
+        if (r == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+    }
+#endif
     return bpe;
 }
 
-#if PY_VERSION_HEX >= 0x030F0000
-/* 3.15: with no other cause known, a broken pool names each worker that
- * ended with a non-zero exit code, as a _RemoteTraceback (gh-139462).
- * A worker seen gone by its pipe may not have exited yet: those are
- * waited for briefly.  New reference, or NULL (nothing to say); never
- * leaves an exception set.  GIL held, no pool mutex. */
+/* Why a worker's stream failed, as the exception to chain (new
+ * reference), or NULL when it did not (the worker died: EOF, exit, or a
+ * task pipe without reader).  Never leaves an exception set. */
 static PyObject *
-dead_workers_cause(cf_state *st, ProcessCoreObject *core)
+stream_error(ProcWorker *w)
+{
+    if (w->err == 0 || (w->err == CF_ERR_PIPE_IO && w->err_errno == EPIPE)) {
+        return NULL;
+    }
+    PyObject *exc;
+    long pid = (long)w->pid;
+    switch (w->err) {
+    case CF_ERR_PIPE_NOMEM:
+        exc = PyObject_CallFunction(
+            PyExc_MemoryError, "s",
+            "out of memory reading the results of a worker process");
+        break;
+    case CF_ERR_PIPE_PROTO:
+    case CF_ERR_PIPE_KIND:
+        exc = PyObject_CallFunction(
+            PyExc_OSError, "iN", EPROTO,
+            PyUnicode_FromFormat("corrupted result stream from worker "
+                                 "process %ld: %s", pid,
+                                 w->err == CF_ERR_PIPE_PROTO
+                                 ? "malformed frame header"
+                                 : "unexpected frame kind"));
+        break;
+    default: {
+        int e = w->err_errno ? w->err_errno : EIO;
+        exc = PyObject_CallFunction(
+            PyExc_OSError, "iN", e,
+            PyUnicode_FromFormat("%s (the pipes of worker process %ld)",
+                                 strerror(e), pid));
+        break;
+    }
+    }
+    if (exc == NULL) {
+        PyErr_Clear();
+    }
+    return exc;
+}
+
+/* Each worker that ended with a non-zero exit code, one line each as
+ * 3.15's stdlib words it ("Process N terminated abruptly with exit code
+ * C"; a signal is a negative code).  A worker seen gone by its pipe may
+ * not have exited yet: those are waited for briefly.  3.15 chains this as
+ * a _RemoteTraceback (gh-139462); before, it is added as a note.  New
+ * reference, or NULL (nothing to say); never leaves an exception set.
+ * GIL held, no pool mutex. */
+static PyObject *
+dead_workers_text(ProcessCoreObject *core)
 {
     ProcShared *sh = core->sh;
     pid_t gone[64];
@@ -546,7 +601,7 @@ dead_workers_cause(cf_state *st, ProcessCoreObject *core)
         PyErr_Clear();
     }
 
-    PyObject *cause = NULL, *procs = PyDict_Values(core->procs);
+    PyObject *text = NULL, *procs = PyDict_Values(core->procs);
     PyObject *lines = PyList_New(0);
     if (procs == NULL || lines == NULL) {
         goto done;
@@ -573,24 +628,15 @@ dead_workers_cause(cf_state *st, ProcessCoreObject *core)
     }
     if (PyList_GET_SIZE(lines) > 0) {
         PyObject *sep = PyUnicode_FromString("\n");
-        PyObject *joined = sep ? PyUnicode_Join(sep, lines) : NULL;
+        text = sep ? PyUnicode_Join(sep, lines) : NULL;
         Py_XDECREF(sep);
-        if (joined != NULL) {
-            PyObject *tb = PyUnicode_FromFormat("\n'''\n%U'''", joined);
-            Py_DECREF(joined);
-            if (tb != NULL) {
-                cause = PyObject_CallOneArg(st->proc.RemoteTraceback, tb);
-                Py_DECREF(tb);
-            }
-        }
     }
 done:
     Py_XDECREF(procs);
     Py_XDECREF(lines);
     PyErr_Clear();
-    return cause;
+    return text;
 }
-#endif
 
 /* Break the pool: every pending future gets BrokenProcessPool(msg), the
  * workers are terminated, later submits raise (GIL). */
@@ -620,13 +666,24 @@ core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
     }
     core->running = 0;
 
-#if PY_VERSION_HEX >= 0x030F0000
-    PyObject *dead_cause = NULL;
+    /* A worker died (no other cause): say which, and how it ended. */
+    PyObject *note = NULL, *dead_cause = NULL;
     if (cause == NULL) {
-        cause = dead_cause = dead_workers_cause(st, core);
-    }
+        note = dead_workers_text(core);
+#if PY_VERSION_HEX >= 0x030F0000
+        if (note != NULL) {
+            PyObject *tb = PyUnicode_FromFormat("\n'''\n%U'''", note);
+            Py_CLEAR(note);
+            if (tb != NULL) {
+                cause = dead_cause = PyObject_CallOneArg(
+                    st->proc.RemoteTraceback, tb);
+                Py_DECREF(tb);
+            }
+            PyErr_Clear();
+        }
 #endif
-    PyObject *bpe = new_broken_error(st, cause, msg);
+    }
+    PyObject *bpe = new_broken_error(st, cause, msg, note);
     PyObject *items = core->work_items;
     core->work_items = PyDict_New();
     if (bpe == NULL || core->work_items == NULL) {
@@ -644,7 +701,7 @@ core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
             /* 3.14+: an instance per future, so that result() calls do
              * not pile their frames onto one shared traceback (gh-101267).
              * If one cannot be made, the shared one still ends the future. */
-            PyObject *own = new_broken_error(st, cause, msg);
+            PyObject *own = new_broken_error(st, cause, msg, note);
             if (own == NULL) {
                 PyErr_WriteUnraisable(NULL);
             }
@@ -657,9 +714,8 @@ core_break_msg(ProcessCoreObject *core, PyObject *cause, const char *msg)
     }
     Py_XDECREF(items);
     Py_XDECREF(bpe);
-#if PY_VERSION_HEX >= 0x030F0000
+    Py_XDECREF(note);
     Py_XDECREF(dead_cause);
-#endif
 
     /* Survivors may sit on a half-written frame: terminate them. */
     signal_processes(core, "terminate");
@@ -816,7 +872,10 @@ core_gil_phase(ProcessCoreObject *core)
         int gone = w->eof || w->exited || w->err;
         if (gone && !w->exit_announced && !w->stop_sent
             && core->broken == NULL) {
-            core_break(core, NULL);
+            /* a broken stream chains its cause; a death has none */
+            PyObject *cause = stream_error(w);
+            core_break(core, cause);
+            Py_XDECREF(cause);
         }
     }
     if (core->broken != NULL) {
