@@ -303,5 +303,13 @@ int cf_join_threads(PyObject *threads);
 /* Traverse/clear helpers for module state. */
 int cf_state_traverse(cf_state *st, visitproc visit, void *arg);
 int cf_state_clear(cf_state *st);
+int cf_future_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_future_clear(cf_state *st);
+int cf_mapiter_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_mapiter_clear(cf_state *st);
+int cf_waiters_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_waiters_clear(cf_state *st);
+int cf_threadpool_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_threadpool_clear(cf_state *st);
 
 #endif /* CF_CFUTURES_H */

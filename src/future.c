@@ -1048,3 +1048,20 @@ cf_future_module_init(PyObject *mod, cf_state *st)
     }
     return PyModule_AddType(mod, st->Future_type);
 }
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_future_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Future_type);
+    Py_VISIT(st->future_class);
+    return 0;
+}
+
+void
+cf_future_clear(cf_state *st)
+{
+    Py_CLEAR(st->Future_type);
+    Py_CLEAR(st->future_class);
+}

@@ -859,6 +859,7 @@ int
 cf_interppool_traverse(cf_state *st, visitproc visit, void *arg)
 {
     cf_interp_state *is = &st->interp;
+    Py_VISIT(st->InterpPool_type);
     Py_VISIT(is->broken);
     Py_VISIT(is->make_failed);
     Py_VISIT(is->check_main);
@@ -875,6 +876,7 @@ void
 cf_interppool_clear(cf_state *st)
 {
     cf_interp_state *is = &st->interp;
+    Py_CLEAR(st->InterpPool_type);
     Py_CLEAR(is->broken);
     Py_CLEAR(is->make_failed);
     Py_CLEAR(is->check_main);

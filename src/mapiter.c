@@ -646,3 +646,20 @@ cf_mapiter_module_init(PyObject *mod, cf_state *st)
     }
     return PyModule_AddFunctions(mod, mapiter_functions);
 }
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_mapiter_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->MapIterator_type);
+    Py_VISIT(st->ChainLists_type);
+    return 0;
+}
+
+void
+cf_mapiter_clear(cf_state *st)
+{
+    Py_CLEAR(st->MapIterator_type);
+    Py_CLEAR(st->ChainLists_type);
+}

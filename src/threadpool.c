@@ -842,3 +842,27 @@ cf_threadpool_module_init(PyObject *mod, cf_state *st)
     return PyModule_AddFunctions(mod, threadpool_functions);
 }
 
+/* ------------------------------------------------------ module state */
+
+int
+cf_threadpool_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->ThreadPool_type);
+    Py_VISIT(st->BrokenThreadPool);
+    Py_VISIT(st->tp_Thread);
+    Py_VISIT(st->tp_all_threads);
+    Py_VISIT(st->tp_worker_fn);
+    Py_VISIT(st->empty_tuple);
+    return 0;
+}
+
+void
+cf_threadpool_clear(cf_state *st)
+{
+    Py_CLEAR(st->ThreadPool_type);
+    Py_CLEAR(st->BrokenThreadPool);
+    Py_CLEAR(st->tp_Thread);
+    Py_CLEAR(st->tp_all_threads);
+    Py_CLEAR(st->tp_worker_fn);
+    Py_CLEAR(st->empty_tuple);
+}
