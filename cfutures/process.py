@@ -38,16 +38,16 @@ from ._base import Executor
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
 
-_cfutures._process_init((
-    BrokenProcessPool,
-    _RemoteTraceback,
-    pickle.Pickler,
-    pickle.loads,
-    pickle.DEFAULT_PROTOCOL,        # what ForkingPickler.dumps() uses
-    ForkingPickler._copyreg_dispatch_table,
-    ForkingPickler._extra_reducers,
-    traceback.format_exception,
-))
+_cfutures._process_init(
+    broken=BrokenProcessPool,
+    remote_traceback=_RemoteTraceback,
+    pickler=pickle.Pickler,
+    loads=pickle.loads,
+    protocol=pickle.DEFAULT_PROTOCOL,   # what ForkingPickler.dumps() uses
+    copyreg_table=ForkingPickler._copyreg_dispatch_table,
+    extra_reducers=ForkingPickler._extra_reducers,
+    format_exception=traceback.format_exception,
+)
 
 # Dispatcher threads of live pools, joined at interpreter exit.
 _io_threads = weakref.WeakKeyDictionary()

@@ -53,90 +53,7 @@ int cf_end_time_deadline(PyObject *end, int check_expired, cf_time_t *deadline);
  * sys.setrecursionlimit() says. */
 int cf_stack_low(void);
 
-/* ----------------------------------------------------------- cf_event */
-
-/* A one-shot-ish wake-up: a POSIX semaphore (sem_wait is interrupted by
- * signal handlers regardless of SA_RESTART, which keeps Ctrl-C prompt). */
-typedef struct {
-    sem_t sem;
-} cf_event;
-
-void cf_event_init(cf_event *ev);
-void cf_event_destroy(cf_event *ev);
-void cf_event_post(cf_event *ev);          /* async-signal-safe, no GIL */
-/* Wait with the GIL *released* by the caller.  1: posted, 0: deadline
- * passed, -1: interrupted by a signal (caller runs PyErr_CheckSignals). */
-int cf_event_wait(cf_event *ev, cf_time_t deadline);
-
-/* Block until the event is posted or the deadline passes, releasing the
- * GIL while asleep and running signal handlers on EINTR.  1: posted,
- * 0: timeout, -1: exception raised by a signal handler. */
-int cf_event_wait_gil(cf_event *ev, cf_time_t deadline);
-
-/* ------------------------------------------------------------ spinning */
-
-/* A cross-CPU futex wake-up costs ~25 us on these machines, more than a
- * whole task.  Threads about to sleep first spin for a bounded time, and
- * a GIL hand-off hint (set by our own threads around the GIL releases
- * they make) tells a spinner when taking the GIL will not block.  Pure C,
- * process-wide, holds no PyObject; a stale hint only costs a spin. */
-#define CF_SPIN_NS 250000     /* most a waiter spins for a result or work */
-#define CF_SPIN_MIN_NS 1000   /* least: spinning that keeps failing decays */
-#define CF_SPIN_GIL_NS 60000  /* waiting for the GIL hint */
-
-static inline void
-cf_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-/* Every 64 spins: 1 when the budget is spent.  Every 256, yield the CPU
- * so that a spinner never starves the thread it waits for when the
- * machine is oversubscribed. */
-static inline int
-cf_spin_check(int i, cf_time_t end)
-{
-    if ((i & 255) == 255) {
-        sched_yield();
-    }
-    return cf_monotonic_ns() > end;
-}
-
-extern int cf_gil_free_hint;
-
-static inline void
-cf_hint_gil_released(void)
-{
-    __atomic_store_n(&cf_gil_free_hint, 1, __ATOMIC_RELEASE);
-}
-
-static inline void
-cf_hint_gil_acquired(void)
-{
-    __atomic_store_n(&cf_gil_free_hint, 0, __ATOMIC_RELAXED);
-}
-
-/* Adaptive budget, from how long the wait really took: a wait that a
- * full spin would have covered grows the budget, a longer one halves it;
- * so waits that are long anyway (slow tasks) stop costing a CPU, and a
- * budget that decayed recovers as soon as waits get short again. */
-static inline cf_time_t
-cf_spin_adapt(cf_time_t budget, cf_time_t waited)
-{
-    if (waited <= CF_SPIN_NS) {
-        cf_time_t b = budget * 2 > waited * 2 ? budget * 2 : waited * 2;
-        return b > CF_SPIN_NS ? CF_SPIN_NS : b;
-    }
-    budget /= 2;
-    return budget < CF_SPIN_MIN_NS ? CF_SPIN_MIN_NS : budget;
-}
-
-/* Spin (GIL released) until the hint says the GIL is free, or budget. */
-void cf_spin_for_gil(void);
+#include "block.h"      /* cf_event, every blocking wait, the spin policy */
 
 /* -------------------------------------------------------------- states */
 
@@ -206,15 +123,31 @@ typedef struct {
     int exiting;                /* the threading atexit hook has run */
 } cf_interp_state;
 
+/* The process pool's (processpool.c, processcore.c, procpickle.c): its
+ * types, the objects cfutures.process hands over through _process_init()
+ * (by name), and the interpreter-exit flag its atexit hook sets. */
+typedef struct {
+    PyTypeObject *ProcessPool_type;
+    PyTypeObject *ProcessCore_type;
+    PyTypeObject *FrameWriter_type;
+    PyObject *BrokenProcessPool;        /* concurrent.futures.process's */
+    PyObject *RemoteTraceback;          /* concurrent.futures.process's */
+    PyObject *Pickler;                  /* pickle.Pickler */
+    PyObject *loads;                    /* pickle.loads */
+    PyObject *protocol;                 /* ForkingPickler's protocol */
+    PyObject *copyreg_table;            /* ForkingPickler._copyreg_dispatch_table */
+    PyObject *extra_reducers;           /* ForkingPickler._extra_reducers */
+    PyObject *format_exception;         /* traceback.format_exception */
+    int global_shutdown;                /* interpreter exit began */
+    int watcher;                        /* dict watcher id + 1 (3.12+), 0: none */
+} cf_proc_state;
+
 typedef struct {
     PyTypeObject *Future_type;          /* _cfutures.Future (C base) */
     PyTypeObject *Waiter_type;          /* native wait()/as_completed() */
     PyTypeObject *AsCompleted_type;
     PyTypeObject *MapIterator_type;
     PyTypeObject *ThreadPool_type;
-    PyTypeObject *ProcessPool_type;     /* processpool.c */
-    PyTypeObject *ProcessCore_type;
-    PyTypeObject *FrameWriter_type;
     PyTypeObject *ChainLists_type;
     PyTypeObject *InterpPool_type;      /* interppool.c */
 
@@ -260,11 +193,7 @@ typedef struct {
     PyObject *tp_all_threads;           /* WeakSet of every worker */
     PyObject *tp_worker_fn;             /* _thread_worker */
 
-    /* processpool.c: helpers handed over by cfutures.process (tuple),
-     * and the interpreter-exit flag its atexit hook sets. */
-    PyObject *proc_helpers;
-    int proc_global_shutdown;
-    int proc_watcher;                   /* dict watcher id + 1 (3.12+), 0: none */
+    cf_proc_state proc;                 /* the process pool */
 
     cf_interp_state interp;             /* interppool.c */
 } cf_state;
@@ -296,6 +225,16 @@ cf_is_future(cf_state *st, PyObject *op)
 }
 
 /* future.c */
+cf_state *future_state(PyObject *self);     /* NULL with an exception */
+/* Post the C waiters linked to fut that want event (GIL). */
+void notify_links(FutureObject *fut, int event);
+/* futattrs.c: the private attributes (_state, _condition, ...) */
+extern PyGetSetDef cf_future_getset[];
+/* Make (lazily) and return the shared _condition / _waiters /
+ * _done_callbacks objects; new references. */
+PyObject *Future_get_condition(PyObject *self, void *closure);
+PyObject *Future_get_waiters(PyObject *self, void *closure);
+PyObject *Future_get_done_callbacks(PyObject *self, void *closure);
 int cf_future_module_init(PyObject *mod, cf_state *st);
 PyObject *cf_future_new(cf_state *st);
 /* 1: now RUNNING, 0: was cancelled (now notified), -1: error. */
@@ -341,15 +280,16 @@ cf_state_is_waited(int s)
 /* waiters.c */
 int cf_waiters_module_init(PyObject *mod, cf_state *st);
 
-/* executor.c */
-int cf_executor_module_init(PyObject *mod, cf_state *st);
+/* mapiter.c */
+int cf_mapiter_module_init(PyObject *mod, cf_state *st);
 
 /* threadpool.c */
 int cf_threadpool_module_init(PyObject *mod, cf_state *st);
 
 /* processpool.c */
 int cf_processpool_module_init(PyObject *mod, cf_state *st);
-void cf_processpool_state_clear(cf_state *st);
+int cf_processpool_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_processpool_clear(cf_state *st);
 /* interppool.c */
 int cf_interppool_module_init(PyObject *mod, cf_state *st);
 int cf_interppool_traverse(cf_state *st, visitproc visit, void *arg);
@@ -363,5 +303,13 @@ int cf_join_threads(PyObject *threads);
 /* Traverse/clear helpers for module state. */
 int cf_state_traverse(cf_state *st, visitproc visit, void *arg);
 int cf_state_clear(cf_state *st);
+int cf_future_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_future_clear(cf_state *st);
+int cf_mapiter_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_mapiter_clear(cf_state *st);
+int cf_waiters_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_waiters_clear(cf_state *st);
+int cf_threadpool_traverse(cf_state *st, visitproc visit, void *arg);
+void cf_threadpool_clear(cf_state *st);
 
 #endif /* CF_CFUTURES_H */

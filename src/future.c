@@ -12,7 +12,7 @@
  */
 #include "cfutures.h"
 
-static cf_state *
+cf_state *
 future_state(PyObject *self)
 {
     return cf_state_from_type(Py_TYPE(self));
@@ -54,7 +54,7 @@ cf_future_unlink(FutureObject *fut, cf_link *link)
 }
 
 /* Post every C waiter that asked for this event.  Never calls Python. */
-static void
+void
 notify_links(FutureObject *fut, int event)
 {
     for (cf_link *l = fut->fut_links; l != NULL; l = l->next) {
@@ -411,9 +411,6 @@ result_waiter_notify(cf_waiter *w, cf_link *link, int event)
     cf_event_post(&((result_waiter *)w)->ev);
 }
 
-/* Per-thread spin budget for result()/exception() waits. */
-static _Thread_local cf_time_t spin_budget = 50000;
-
 /* Block until done or deadline.  0: returned (check state), -1: error. */
 static int
 wait_done(FutureObject *fut, cf_time_t deadline)
@@ -428,47 +425,8 @@ wait_done(FutureObject *fut, cf_time_t deadline)
     cf_link link = {0};
     link.waiter = &w.base;
     cf_future_link(fut, &link);
-    int rc = 0;
-    /* Spin a little with the GIL released before sleeping: most tasks
-     * finish sooner than a futex wake-up takes. */
-    int spun = 0;
-    cf_time_t start;
-    Py_BEGIN_ALLOW_THREADS
-    cf_hint_gil_released();
-    start = cf_monotonic_ns();
-    cf_time_t end = start + spin_budget;
-    if (deadline != CF_FOREVER && deadline < end) {
-        end = deadline;
-    }
-    for (int i = 0;; i++) {
-        if (cf_state_is_done(CF_LOAD_STATE(fut))) {
-            spun = 1;
-            break;
-        }
-        cf_cpu_relax();
-        if ((i & 63) == 63 && cf_spin_check(i, end)) {
-            break;
-        }
-    }
-    if (spun) {
-        /* the completer holds the GIL; wait until it lets go */
-        cf_spin_for_gil();
-    }
-    Py_END_ALLOW_THREADS
-    cf_hint_gil_acquired();
-    while (!cf_state_is_done(fut->fut_state)) {
-        int r = cf_event_wait_gil(&w.ev, deadline);
-        if (r < 0) {
-            rc = -1;
-            break;
-        }
-        if (r == 0) {
-            break;
-        }
-    }
-    if (cf_state_is_done(fut->fut_state)) {
-        spin_budget = cf_spin_adapt(spin_budget, cf_monotonic_ns() - start);
-    }
+    int rc = cf_block_wait_state(&fut->fut_state, CF_CANCELLED, &w.ev,
+                                 deadline);
     cf_future_unlink(fut, &link);
     cf_event_destroy(&w.ev);
     return rc;
@@ -882,159 +840,6 @@ done:
     return res;
 }
 
-/* ------------------------------------------- private attributes */
-
-static PyObject *
-Future_get_state(PyObject *self, void *closure)
-{
-    cf_state *st = future_state(self);
-    if (st == NULL) {
-        return NULL;
-    }
-    return Py_NewRef(st->state_names[((FutureObject *)self)->fut_state]);
-}
-
-static int
-Future_set_state(PyObject *self, PyObject *value, void *closure)
-{
-    cf_state *st = future_state(self);
-    if (st == NULL) {
-        return -1;
-    }
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _state");
-        return -1;
-    }
-    for (int i = 0; i < CF_NSTATES; i++) {
-        int eq = PyObject_RichCompareBool(value, st->state_names[i], Py_EQ);
-        if (eq < 0) {
-            return -1;
-        }
-        if (eq) {
-            FutureObject *fut = (FutureObject *)self;
-            int old = fut->fut_state;
-            CF_SET_STATE(fut, i);
-            /* Code that drives the state by hand (pebble) still wakes
-             * our blocked waiters. */
-            if (i == CF_FINISHED && old != CF_FINISHED) {
-                notify_links(fut, CF_EV_FINISH);
-            }
-            else if (i == CF_CANCELLED && old != CF_CANCELLED) {
-                notify_links(fut, CF_EV_CANCEL);
-            }
-            else if (i == CF_CANCELLED_AND_NOTIFIED && old != i) {
-                notify_links(fut, CF_EV_CANCEL | CF_EV_NOTIFY);
-            }
-            return 0;
-        }
-    }
-    PyErr_Format(PyExc_ValueError, "invalid future state: %R", value);
-    return -1;
-}
-
-static PyObject *
-Future_get_result(PyObject *self, void *closure)
-{
-    PyObject *r = ((FutureObject *)self)->fut_result;
-    return Py_NewRef(r ? r : Py_None);
-}
-
-static int
-Future_set_result_attr(PyObject *self, PyObject *value, void *closure)
-{
-    FutureObject *fut = (FutureObject *)self;
-    Py_XSETREF(fut->fut_result,
-               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-Future_get_exception(PyObject *self, void *closure)
-{
-    PyObject *r = ((FutureObject *)self)->fut_exception;
-    return Py_NewRef(r ? r : Py_None);
-}
-
-static int
-Future_set_exception_attr(PyObject *self, PyObject *value, void *closure)
-{
-    FutureObject *fut = (FutureObject *)self;
-    Py_XSETREF(fut->fut_exception,
-               (value == NULL || value == Py_None) ? NULL : Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-Future_get_condition(PyObject *self, void *closure)
-{
-    FutureObject *fut = (FutureObject *)self;
-    if (fut->fut_condition == NULL) {
-        cf_state *st = future_state(self);
-        if (st == NULL) {
-            return NULL;
-        }
-        PyObject *c = PyObject_CallNoArgs(st->Condition);
-        if (c == NULL) {
-            return NULL;
-        }
-        if (fut->fut_condition == NULL) {   /* Condition() may switch threads */
-            fut->fut_condition = c;
-        }
-        else {
-            Py_DECREF(c);
-        }
-    }
-    return Py_NewRef(fut->fut_condition);
-}
-
-static PyObject *
-Future_get_waiters(PyObject *self, void *closure)
-{
-    FutureObject *fut = (FutureObject *)self;
-    if (fut->fut_waiters == NULL) {
-        fut->fut_waiters = PyList_New(0);
-        if (fut->fut_waiters == NULL) {
-            return NULL;
-        }
-    }
-    return Py_NewRef(fut->fut_waiters);
-}
-
-static int
-Future_set_waiters(PyObject *self, PyObject *value, void *closure)
-{
-    if (value == NULL || !PyList_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "_waiters must be a list");
-        return -1;
-    }
-    Py_XSETREF(((FutureObject *)self)->fut_waiters, Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-Future_get_done_callbacks(PyObject *self, void *closure)
-{
-    FutureObject *fut = (FutureObject *)self;
-    if (fut->fut_callbacks == NULL) {
-        fut->fut_callbacks = PyList_New(0);
-        if (fut->fut_callbacks == NULL) {
-            return NULL;
-        }
-    }
-    return Py_NewRef(fut->fut_callbacks);
-}
-
-static int
-Future_set_done_callbacks(PyObject *self, PyObject *value, void *closure)
-{
-    if (value == NULL || !PyList_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "_done_callbacks must be a list");
-        return -1;
-    }
-    Py_XSETREF(((FutureObject *)self)->fut_callbacks, Py_NewRef(value));
-    return 0;
-}
-
 /* ------------------------------------------------------ lifecycle */
 
 static int
@@ -1208,16 +1013,6 @@ static PyMethodDef Future_methods[] = {
     {NULL, NULL}
 };
 
-static PyGetSetDef Future_getset[] = {
-    {"_state", Future_get_state, Future_set_state, NULL, NULL},
-    {"_result", Future_get_result, Future_set_result_attr, NULL, NULL},
-    {"_exception", Future_get_exception, Future_set_exception_attr, NULL, NULL},
-    {"_condition", Future_get_condition, NULL, NULL, NULL},
-    {"_waiters", Future_get_waiters, Future_set_waiters, NULL, NULL},
-    {"_done_callbacks", Future_get_done_callbacks, Future_set_done_callbacks,
-     NULL, NULL},
-    {NULL}
-};
 
 PyDoc_STRVAR(Future_doc,
 "Future()\n--\n\n"
@@ -1232,7 +1027,7 @@ static PyType_Slot Future_slots[] = {
     {Py_tp_init, Future_init},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_methods, Future_methods},
-    {Py_tp_getset, Future_getset},
+    {Py_tp_getset, cf_future_getset},
     {0, NULL},
 };
 
@@ -1252,4 +1047,21 @@ cf_future_module_init(PyObject *mod, cf_state *st)
         return -1;
     }
     return PyModule_AddType(mod, st->Future_type);
+}
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_future_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Future_type);
+    Py_VISIT(st->future_class);
+    return 0;
+}
+
+void
+cf_future_clear(cf_state *st)
+{
+    Py_CLEAR(st->Future_type);
+    Py_CLEAR(st->future_class);
 }

@@ -6,64 +6,47 @@
 int
 cf_state_traverse(cf_state *st, visitproc visit, void *arg)
 {
-    Py_VISIT(st->Future_type);
-    Py_VISIT(st->Waiter_type);
-    Py_VISIT(st->AsCompleted_type);
-    Py_VISIT(st->MapIterator_type);
-    Py_VISIT(st->ThreadPool_type);
-    Py_VISIT(st->ProcessPool_type);
-    Py_VISIT(st->ProcessCore_type);
-    Py_VISIT(st->FrameWriter_type);
-    Py_VISIT(st->ChainLists_type);
-    Py_VISIT(st->proc_helpers);
-    Py_VISIT(st->InterpPool_type);
-    Py_VISIT(st->future_class);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->TimeoutError);
     Py_VISIT(st->InvalidStateError);
-    Py_VISIT(st->BrokenThreadPool);
     Py_VISIT(st->DoneAndNotDoneFutures);
     Py_VISIT(st->stdlib_Future);
     Py_VISIT(st->logger);
     Py_VISIT(st->Condition);
-    Py_VISIT(st->tp_Thread);
-    Py_VISIT(st->tp_all_threads);
-    Py_VISIT(st->tp_worker_fn);
     for (int i = 0; i < CF_NSTATES; i++) {
         Py_VISIT(st->state_names[i]);
         Py_VISIT(st->state_desc[i]);
     }
-    return cf_interppool_traverse(st, visit, arg);
+    /* each part visits its own fields */
+    int (*const parts[])(cf_state *, visitproc, void *) = {
+        cf_future_traverse, cf_waiters_traverse, cf_mapiter_traverse,
+        cf_threadpool_traverse, cf_processpool_traverse,
+        cf_interppool_traverse,
+    };
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        int r = parts[i](st, visit, arg);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return 0;
 }
 
 int
 cf_state_clear(cf_state *st)
 {
-    Py_CLEAR(st->Future_type);
-    Py_CLEAR(st->Waiter_type);
-    Py_CLEAR(st->AsCompleted_type);
-    Py_CLEAR(st->MapIterator_type);
-    Py_CLEAR(st->ThreadPool_type);
-    Py_CLEAR(st->ProcessPool_type);
-    Py_CLEAR(st->ProcessCore_type);
-    Py_CLEAR(st->FrameWriter_type);
-    Py_CLEAR(st->ChainLists_type);
-    cf_processpool_state_clear(st);
-    Py_CLEAR(st->proc_helpers);
-    Py_CLEAR(st->InterpPool_type);
-    Py_CLEAR(st->future_class);
+    cf_future_clear(st);
+    cf_waiters_clear(st);
+    cf_mapiter_clear(st);
+    cf_threadpool_clear(st);
+    cf_processpool_clear(st);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->TimeoutError);
     Py_CLEAR(st->InvalidStateError);
-    Py_CLEAR(st->BrokenThreadPool);
     Py_CLEAR(st->DoneAndNotDoneFutures);
     Py_CLEAR(st->stdlib_Future);
     Py_CLEAR(st->logger);
     Py_CLEAR(st->Condition);
-    Py_CLEAR(st->tp_Thread);
-    Py_CLEAR(st->tp_all_threads);
-    Py_CLEAR(st->tp_worker_fn);
-    Py_CLEAR(st->empty_tuple);
     for (int i = 0; i < CF_NSTATES; i++) {
         Py_CLEAR(st->state_names[i]);
         Py_CLEAR(st->state_desc[i]);
@@ -214,7 +197,7 @@ module_exec(PyObject *mod)
     }
     if (cf_future_module_init(mod, st) < 0
         || cf_waiters_module_init(mod, st) < 0
-        || cf_executor_module_init(mod, st) < 0
+        || cf_mapiter_module_init(mod, st) < 0
         || cf_threadpool_module_init(mod, st) < 0
         || cf_processpool_module_init(mod, st) < 0
         || cf_interppool_module_init(mod, st) < 0) {

@@ -1,11 +1,10 @@
-/* Time and wake-up helpers shared by every blocking call. */
+/* Time, timeouts, the C stack, logging: helpers shared by every part
+ * (the blocking waits themselves are in block.c). */
 #include "cfutures.h"
 
 #include <errno.h>
 #include <math.h>
 #include <time.h>
-
-int cf_gil_free_hint = 0;
 
 /* ---------------------------------------------------------- C stack */
 
@@ -35,24 +34,6 @@ cf_stack_low(void)
         }
     }
     return here < stack_floor;
-}
-
-void
-cf_spin_for_gil(void)
-{
-    if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
-        return;
-    }
-    cf_time_t end = cf_monotonic_ns() + CF_SPIN_GIL_NS;
-    for (int i = 0;; i++) {
-        if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
-            return;
-        }
-        cf_cpu_relax();
-        if ((i & 63) == 63 && cf_spin_check(i, end)) {
-            return;
-        }
-    }
 }
 
 cf_time_t
@@ -276,87 +257,6 @@ cf_end_time_deadline(PyObject *end, int check_expired, cf_time_t *deadline)
     }
     Py_DECREF(left);
     return rc;
-}
-
-void
-cf_event_init(cf_event *ev)
-{
-    sem_init(&ev->sem, 0, 0);
-}
-
-void
-cf_event_destroy(cf_event *ev)
-{
-    sem_destroy(&ev->sem);
-}
-
-void
-cf_event_post(cf_event *ev)
-{
-    sem_post(&ev->sem);
-}
-
-int
-cf_event_wait(cf_event *ev, cf_time_t deadline)
-{
-    int r;
-    if (deadline == CF_FOREVER) {
-        r = sem_wait(&ev->sem);
-    }
-    else {
-        struct timespec ts;
-        ts.tv_sec = (time_t)(deadline / 1000000000);
-        ts.tv_nsec = (long)(deadline % 1000000000);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-        r = sem_clockwait(&ev->sem, CLOCK_MONOTONIC, &ts);
-#else
-        /* sem_timedwait takes CLOCK_REALTIME: convert the remaining time. */
-        cf_time_t left = deadline - cf_monotonic_ns();
-        if (left < 0) {
-            left = 0;
-        }
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        cf_time_t now_ns = (cf_time_t)now.tv_sec * 1000000000 + now.tv_nsec;
-        /* saturate: deadlines of huge timeouts are near INT64_MAX */
-        cf_time_t abs_ns = left > INT64_MAX - now_ns ? INT64_MAX
-                                                      : now_ns + left;
-        ts.tv_sec = (time_t)(abs_ns / 1000000000);
-        ts.tv_nsec = (long)(abs_ns % 1000000000);
-        r = sem_timedwait(&ev->sem, &ts);
-#endif
-    }
-    if (r == 0) {
-        return 1;
-    }
-    if (errno == EINTR) {
-        return -1;
-    }
-    return 0;   /* ETIMEDOUT (EINVAL cannot happen with a valid sem) */
-}
-
-int
-cf_event_wait_gil(cf_event *ev, cf_time_t deadline)
-{
-    /* Try without blocking first: no GIL round trip when already posted. */
-    if (sem_trywait(&ev->sem) == 0) {
-        return 1;
-    }
-    for (;;) {
-        if (deadline != CF_FOREVER && cf_monotonic_ns() >= deadline) {
-            return 0;
-        }
-        int r;
-        Py_BEGIN_ALLOW_THREADS
-        r = cf_event_wait(ev, deadline);
-        Py_END_ALLOW_THREADS
-        if (r >= 0) {
-            return r;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-    }
 }
 
 /* LOGGER.<level>(*args, exc_info=exc) on the "concurrent.futures" logger,

@@ -1,102 +1,12 @@
-/* Native ThreadPoolExecutor.
- *
- * The executor object (a C base type; cfutures.thread.ThreadPoolExecutor
- * derives from it and from the stdlib class) owns a reference to a
- * cf_pool, a plain C struct that every worker also holds, so workers can
- * drain the queue and exit after the executor is gone.
- *
- * Workers are threading.Thread objects whose target is _thread_worker(),
- * a C loop.  It sleeps on the pool condvar with the GIL released, and
- * takes the GIL only to run a task and complete its future; holding the
- * GIL it keeps popping queued tasks, up to CF_BATCH before it lets go.
- *
- *   lock order:  start_lock -> GIL -> tp_reg_mu -> pool->mu
- *     mu: never held while waiting for the GIL.
- *     start_lock (the stdlib's _shutdown_lock): serialises starting a
- *     thread (Thread.start() releases the GIL) with shutdown(); always
- *     acquired with the GIL released.
- *     tp_reg_mu: the process-wide list of pools, for pthread_atfork.
- *
- * cf_pool fields:
- *   mu/cv + queue (head, tail, nqueued), nsleeping, nwake, idle, nthreads,
- *   shutdown flags: read/written under mu (workers touch them without GIL)
- *   PyObject fields, refcnt, registry links: GIL only
- *
- * Fork: pthread_atfork handlers (not os.register_at_fork: later Python
- * before-fork hooks and the import lock may release the GIL, and a worker
- * would then take the GIL and block on a mu held across them) lock every
- * mu inside fork() itself, after every Python hook ran.  The child's
- * handler unlocks them and marks each pool forked; the Python-level part
- * (settling the futures of the vanished workers) runs with the GIL in the
- * after_in_child hook, or in the first submit()/shutdown() if sooner.
- * The forking thread may be a worker (a task that forks): its own task
- * and the pool's count of it survive in the child.
- */
-#include "cfutures.h"
+/* threadpool: the ThreadPool type (native base of
+ * cfutures.ThreadPoolExecutor): its queue, submit(), shutdown(), the
+ * fork and exit hooks; workers are in threadworker.c (see threadpool.h). */
+#include "threadpool.h"
 
 #include <errno.h>
 
-#define CF_BATCH 64     /* tasks run per GIL hold before yielding it */
-
-typedef struct cf_work {
-    struct cf_work *next;
-    struct cf_work *rprev, *rnext;  /* pool->running list (GIL) */
-    PyObject *future;
-    PyObject *fn;
-    PyObject *args;         /* tuple */
-    PyObject *kwargs;       /* dict or NULL */
-} cf_work;
-
-typedef struct cf_pool {
-    /* --- under mu --- */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    cf_work *head, *tail;
-    Py_ssize_t nqueued;
-    int nsleeping;          /* workers in cond_wait */
-    int nwake;              /* signals sent, not yet consumed */
-    int nspinning;          /* atomic: workers spinning for work */
-    cf_time_t spin_budget;  /* written under mu, read by the spinner */
-    int idle;               /* the stdlib's _idle_semaphore */
-    int stopping;           /* shutdown / executor gone / exit: drain, exit */
-    int broken;             /* initializer failed */
-    int forked;             /* set by the child's atfork handler until
-                             * pool_after_fork() settled the pool (GIL) */
-
-    /* --- GIL only --- */
-    Py_ssize_t refcnt;      /* executor + one per worker capsule */
-    Py_ssize_t max_workers;
-    Py_ssize_t nthreads;    /* threads started (stdlib: len(_threads)) */
-    int shutdown;           /* shutdown() called (stdlib: _shutdown) */
-    PyObject *module;       /* keeps the module state alive */
-    PyObject *initializer;
-    PyObject *initargs;
-    PyObject *prefix;
-    PyObject *threads;      /* set of threading.Thread */
-    PyObject *broken_msg;   /* str or NULL */
-    PyThread_type_lock start_lock;
-    unsigned long start_owner;  /* thread holding start_lock, or 0 */
-    cf_work *running;       /* tasks being run now, for fork */
-    struct cf_pool *reg_prev, *reg_next;    /* interpreter's, for exit/fork */
-    struct cf_pool *preg_prev, *preg_next;  /* process-wide, tp_reg_mu */
-} cf_pool;
-
-typedef struct {
-    PyObject_HEAD
-    cf_pool *pool;
-} ThreadPoolObject;
-
-static cf_state *
-pool_state(cf_pool *p)
-{
-    return cf_get_state(p->module);
-}
-
-/* On a worker thread: its pool, and where it records the task it runs (a
- * variable of thread_worker(), so the hot path does no TLS access).  NULL
- * on other threads.  After a fork, they name the forking thread's own. */
-static _Thread_local cf_pool *tls_pool;
-static _Thread_local cf_work **tls_current;
+_Thread_local cf_pool *tls_pool;
+_Thread_local cf_work **tls_current;
 
 /* ------------------------------------------- process-wide registry */
 
@@ -149,50 +59,9 @@ tp_atfork_install(void)
                          tp_atfork_child);
 }
 
-/* ------------------------------------------------------ queue (pure C) */
-
-static void
-queue_push_locked(cf_pool *p, cf_work *w)
-{
-    w->next = NULL;
-    if (p->tail) {
-        p->tail->next = w;
-    }
-    else {
-        __atomic_store_n(&p->head, w, __ATOMIC_RELEASE);    /* spinners */
-    }
-    p->tail = w;
-    p->nqueued++;
-}
-
-static cf_work *
-queue_pop_locked(cf_pool *p)
-{
-    cf_work *w = p->head;
-    if (w != NULL) {
-        __atomic_store_n(&p->head, w->next, __ATOMIC_RELAXED);  /* spinners */
-        if (p->head == NULL) {
-            p->tail = NULL;
-        }
-        p->nqueued--;
-    }
-    return w;
-}
-
-/* Take the whole queue (shutdown with cancel_futures, broken pool). */
-static cf_work *
-queue_take_all_locked(cf_pool *p)
-{
-    cf_work *w = p->head;
-    __atomic_store_n(&p->head, NULL, __ATOMIC_RELAXED);
-    p->tail = NULL;
-    p->nqueued = 0;
-    return w;
-}
-
 /* ------------------------------------------------------ pool lifetime */
 
-static void
+void
 work_free(cf_work *w)
 {
     Py_XDECREF(w->future);
@@ -245,7 +114,7 @@ pool_new(PyObject *module)
     return p;
 }
 
-static void
+void
 pool_decref(cf_pool *p)
 {
     if (--p->refcnt > 0) {
@@ -316,330 +185,6 @@ start_lock_release(cf_pool *p)
 {
     p->start_owner = 0;
     PyThread_release_lock(p->start_lock);
-}
-
-/* ------------------------------------------------------------- worker */
-
-static void
-running_add(cf_pool *p, cf_work *w)
-{
-    w->rprev = NULL;
-    w->rnext = p->running;
-    if (p->running) {
-        p->running->rprev = w;
-    }
-    p->running = w;
-}
-
-static void
-running_remove_from(cf_work **head, cf_work *w)
-{
-    if (w->rprev) {
-        w->rprev->rnext = w->rnext;
-    }
-    else {
-        *head = w->rnext;
-    }
-    if (w->rnext) {
-        w->rnext->rprev = w->rprev;
-    }
-}
-
-static void
-running_remove(cf_pool *p, cf_work *w)
-{
-    running_remove_from(&p->running, w);
-}
-
-/* Run one task with the GIL held; consumes w.  *current: w meanwhile. */
-static void
-run_work(cf_pool *p, cf_state *st, cf_work *w, cf_work **current)
-{
-    running_add(p, w);
-    *current = w;
-    FutureObject *fut = (FutureObject *)w->future;
-    int r = cf_future_set_running_or_notify_cancel(st, fut);
-    if (r > 0) {
-        PyObject *res = PyObject_Call(w->fn, w->args, w->kwargs);
-        if (res != NULL) {
-            r = cf_future_complete(st, fut, res, NULL);
-            Py_DECREF(res);
-        }
-        else {
-            PyObject *exc = cf_PyErr_GetRaisedException();
-            r = cf_future_complete(st, fut, NULL, exc);
-            Py_DECREF(exc);
-        }
-    }
-    if (r < 0) {
-        /* A BaseException out of a done-callback: the stdlib's worker
-         * logs it and dies; ours logs it and keeps serving. */
-        PyObject *exc = cf_PyErr_GetRaisedException();
-        cf_log_critical(st, "Exception in worker", exc);
-        Py_XDECREF(exc);
-    }
-    *current = NULL;
-    running_remove(p, w);
-    work_free(w);
-}
-
-/* Fail everything queued with BrokenThreadPool (GIL held). */
-static void
-fail_queued(cf_pool *p, cf_state *st)
-{
-    pthread_mutex_lock(&p->mu);
-    cf_work *w = queue_take_all_locked(p);
-    pthread_mutex_unlock(&p->mu);
-    while (w) {
-        cf_work *next = w->next;
-        cf_future_fail(st, w->future, st->BrokenThreadPool, p->broken_msg);
-        work_free(w);
-        w = next;
-    }
-}
-
-#if PY_VERSION_HEX < 0x030F0000
-/* getattr(obj, name, None) without the None: 0 and *res = NULL when
- * missing, -1 on another error. */
-static int
-get_optional_attr(PyObject *obj, const char *name, PyObject **res)
-{
-    *res = PyObject_GetAttrString(obj, name);
-    if (*res == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return -1;
-        }
-        PyErr_Clear();
-    }
-    return 0;
-}
-#endif
-
-/* What ceval says for f(*x) when x is not iterable (the stdlib's worker
- * calls initializer(*initargs)); up to 3.14 naming f as CPython's private
- * _PyObject_FunctionStr() does, from 3.15 without naming it. */
-static void
-set_star_args_error(PyObject *func, PyObject *args)
-{
-#if PY_VERSION_HEX >= 0x030F0000
-    (void)func;
-    PyErr_Format(PyExc_TypeError,
-                 "Value after * must be an iterable, not %.200s",
-                 Py_TYPE(args)->tp_name);
-#else
-    PyObject *qualname = NULL, *module = NULL, *funcstr = NULL;
-    if (get_optional_attr(func, "__qualname__", &qualname) < 0) {
-        return;
-    }
-    if (qualname == NULL) {
-        funcstr = PyObject_Str(func);
-    }
-    else if (get_optional_attr(func, "__module__", &module) == 0) {
-        int other = 0;
-        if (module != NULL && module != Py_None) {
-            PyObject *b = PyUnicode_FromString("builtins");
-            other = b == NULL ? -1 : PyObject_RichCompareBool(module, b, Py_NE);
-            Py_XDECREF(b);
-        }
-        if (other > 0) {
-            funcstr = PyUnicode_FromFormat("%S.%S()", module, qualname);
-        }
-        else if (other == 0) {
-            funcstr = PyUnicode_FromFormat("%S()", qualname);
-        }
-    }
-    if (funcstr != NULL) {
-        PyErr_Format(PyExc_TypeError,
-                     "%U argument after * must be an iterable, not %.200s",
-                     funcstr, Py_TYPE(args)->tp_name);
-    }
-    Py_XDECREF(funcstr);
-    Py_XDECREF(module);
-    Py_XDECREF(qualname);
-#endif
-}
-
-/* initializer(*initargs), as the stdlib's worker calls it: initargs is
- * taken as given to __init__ and unpacked by each worker (an iterator is
- * consumed by the first one, a non-iterable fails in the worker). */
-static PyObject *
-call_initializer(PyObject *init, PyObject *initargs)
-{
-    if (PyTuple_Check(initargs)) {
-        return PyObject_Call(init, initargs, NULL);
-    }
-    if (Py_TYPE(initargs)->tp_iter == NULL && !PySequence_Check(initargs)) {
-        set_star_args_error(init, initargs);
-        return NULL;
-    }
-    PyObject *targs = PySequence_Tuple(initargs);
-    if (targs == NULL) {
-        return NULL;
-    }
-    PyObject *r = PyObject_Call(init, targs, NULL);
-    Py_DECREF(targs);
-    return r;
-}
-
-/* box: None, or the list [initializer, initargs] that start_thread()
- * handed to this worker.  Emptied here, so that only the executor keeps
- * them (its traverse sees them; a cycle through them is collectable). */
-static int
-run_initializer(cf_pool *p, cf_state *st, PyObject *box)
-{
-    if (!PyList_Check(box) || PyList_GET_SIZE(box) != 2) {
-        return 0;
-    }
-    PyObject *init = Py_NewRef(PyList_GET_ITEM(box, 0));
-    PyObject *initargs = Py_NewRef(PyList_GET_ITEM(box, 1));
-    if (PyList_SetSlice(box, 0, 2, NULL) < 0) {
-        PyErr_Clear();      /* cannot fail for a shrink */
-    }
-    PyObject *r = call_initializer(init, initargs);
-    Py_DECREF(init);
-    Py_DECREF(initargs);
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    PyObject *exc = cf_PyErr_GetRaisedException();
-    cf_log_critical(st, "Exception in initializer:", exc);
-    Py_XDECREF(exc);
-    if (p->broken_msg == NULL) {
-        p->broken_msg = PyUnicode_FromString(
-            "A thread initializer failed, the thread pool is not usable "
-            "anymore");
-        if (p->broken_msg == NULL) {
-            PyErr_WriteUnraisable(NULL);
-        }
-    }
-    pthread_mutex_lock(&p->mu);
-    p->broken = 1;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    fail_queued(p, st);
-    return -1;
-}
-
-/* Wait for work with the GIL released.  NULL: time to exit. */
-static cf_work *
-wait_for_work(cf_pool *p)
-{
-    cf_work *w;
-    Py_BEGIN_ALLOW_THREADS
-    cf_hint_gil_released();
-    cf_time_t start = cf_monotonic_ns();
-    /* One worker at a time spins for new work before sleeping. */
-    int spinner = 0;
-    if (__atomic_fetch_add(&p->nspinning, 1, __ATOMIC_ACQ_REL) == 0) {
-        spinner = 1;
-        cf_time_t end = start + __atomic_load_n(&p->spin_budget,
-                                                __ATOMIC_RELAXED);
-        for (int i = 0;; i++) {
-            if (__atomic_load_n(&p->head, __ATOMIC_ACQUIRE) != NULL
-                || __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE)) {
-                break;
-            }
-            cf_cpu_relax();
-            if ((i & 63) == 63 && cf_spin_check(i, end)) {
-                break;
-            }
-        }
-    }
-    __atomic_fetch_sub(&p->nspinning, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_lock(&p->mu);
-    while (p->head == NULL && !p->stopping && !p->broken) {
-        p->nsleeping++;
-        pthread_cond_wait(&p->cv, &p->mu);
-        p->nsleeping--;
-        if (p->nwake > 0) {
-            p->nwake--;
-        }
-    }
-    w = p->broken ? NULL : queue_pop_locked(p);
-    if (spinner && w != NULL) {
-        p->spin_budget = cf_spin_adapt(p->spin_budget,
-                                       cf_monotonic_ns() - start);
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (w != NULL) {
-        /* the submitter usually releases the GIL soon (result(), wait()) */
-        cf_spin_for_gil();
-    }
-    Py_END_ALLOW_THREADS
-    cf_hint_gil_acquired();
-    return w;
-}
-
-PyDoc_STRVAR(thread_worker_doc,
-"_thread_worker($module, pool, init, /)\n--\n\n"
-"Body of a ThreadPoolExecutor worker thread (runs until the pool stops).");
-
-static PyObject *
-thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_thread_worker takes 2 arguments");
-        return NULL;
-    }
-    cf_pool *p = PyCapsule_GetPointer(args[0], "cfutures.pool");
-    if (p == NULL) {
-        return NULL;
-    }
-    cf_state *st = pool_state(p);
-    cf_work *current = NULL;
-    tls_pool = p;
-    tls_current = &current;
-    if (run_initializer(p, st, args[1]) < 0) {
-        tls_pool = NULL;
-        tls_current = NULL;
-        Py_RETURN_NONE;
-    }
-    for (;;) {
-        /* Holding the GIL: run what is queued, up to CF_BATCH tasks. */
-        int n = 0;
-        cf_work *w;
-        for (;;) {
-            pthread_mutex_lock(&p->mu);
-            w = p->broken ? NULL : queue_pop_locked(p);
-            if (w == NULL && !p->broken) {
-                p->idle++;      /* about to block: count as idle */
-            }
-            pthread_mutex_unlock(&p->mu);
-            if (w == NULL) {
-                break;
-            }
-            run_work(p, st, w, &current);
-            if (++n == CF_BATCH) {
-                /* let other threads have the GIL now and then */
-                Py_BEGIN_ALLOW_THREADS
-                Py_END_ALLOW_THREADS
-                n = 0;
-            }
-        }
-        w = wait_for_work(p);
-        if (w == NULL) {
-            break;
-        }
-        run_work(p, st, w, &current);
-    }
-    /* Like the stdlib's worker: flag the executor as shut down as early as
-     * possible (after interpreter exit began, submit then says so). */
-    if (!p->broken) {       /* written under mu by a GIL holder */
-        p->shutdown = 1;
-    }
-    tls_pool = NULL;
-    tls_current = NULL;
-    Py_RETURN_NONE;
-}
-
-static void
-capsule_destructor(PyObject *capsule)
-{
-    cf_pool *p = PyCapsule_GetPointer(capsule, "cfutures.pool");
-    if (p != NULL) {
-        pool_decref(p);
-    }
 }
 
 /* ------------------------------------------------------------ fork */
@@ -734,7 +279,7 @@ pool_after_fork(cf_pool *p)
 
 /* ------------------------------------------------------------- submit */
 
-static int
+int
 start_thread(cf_pool *p, cf_state *st)
 {
     PyObject *name = NULL, *capsule = NULL, *kw = NULL, *args = NULL;
@@ -1295,4 +840,29 @@ cf_threadpool_module_init(PyObject *mod, cf_state *st)
         return -1;
     }
     return PyModule_AddFunctions(mod, threadpool_functions);
+}
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_threadpool_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->ThreadPool_type);
+    Py_VISIT(st->BrokenThreadPool);
+    Py_VISIT(st->tp_Thread);
+    Py_VISIT(st->tp_all_threads);
+    Py_VISIT(st->tp_worker_fn);
+    Py_VISIT(st->empty_tuple);
+    return 0;
+}
+
+void
+cf_threadpool_clear(cf_state *st)
+{
+    Py_CLEAR(st->ThreadPool_type);
+    Py_CLEAR(st->BrokenThreadPool);
+    Py_CLEAR(st->tp_Thread);
+    Py_CLEAR(st->tp_all_threads);
+    Py_CLEAR(st->tp_worker_fn);
+    Py_CLEAR(st->empty_tuple);
 }

@@ -1127,3 +1127,20 @@ cf_waiters_module_init(PyObject *mod, cf_state *st)
     }
     return PyModule_AddFunctions(mod, waiters_functions);
 }
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_waiters_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Waiter_type);
+    Py_VISIT(st->AsCompleted_type);
+    return 0;
+}
+
+void
+cf_waiters_clear(cf_state *st)
+{
+    Py_CLEAR(st->Waiter_type);
+    Py_CLEAR(st->AsCompleted_type);
+}

@@ -141,5 +141,22 @@ def fd_count():
     return len(os.listdir(f"/proc/{os.getpid()}/fd"))
 
 
+def corrupt_result_stream(how):
+    """In a cfutures worker: write a bogus frame to the result pipe (found
+    in _worker_main's frame, which called the C worker loop), then stay
+    alive, so that the parent sees a broken stream, not a dead worker."""
+    import struct
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_name != "_worker_main":
+        f = f.f_back
+    fd = f.f_locals["result_fd"]
+    if how == "header":         # a length no frame can have
+        frame = struct.pack("=QQII", 1 << 62, 0, 4, 0)
+    else:                       # a well-formed frame of a task's kind
+        frame = struct.pack("=QQII", 0, 0, 1, 0)
+    os.write(fd, frame)
+    time.sleep(30)
+
+
 if __name__ == "__main__":
     sys.exit("helper module, not a script")

@@ -688,3 +688,83 @@ def test_worker_launched_while_the_pool_breaks(cf):
     r = run(cf, LATE_WORKER, timeout=60)
     assert "BrokenProcessPool" in r.stdout, (r.stdout, r.stderr[-3000:])
     assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
+
+
+# ---------------- a broken stream vs a dead worker: each keeps its cause
+
+CORRUPT_STREAM = """
+import multiprocessing as mp
+import process_helpers as h
+from concurrent.futures.process import BrokenProcessPool
+ex = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+assert ex.submit(h.sq, 3).result(timeout=60) == 9
+pid = next(iter(ex._processes))
+f = ex.submit(h.corrupt_result_stream, {how!r})
+try:
+    f.result(timeout=60)
+except BrokenProcessPool as e:
+    c = e.__cause__
+    print("MSG", str(e))
+    print("CAUSE", type(c).__name__, getattr(c, "errno", None))
+    print("TEXT", str(c).replace(str(pid), "PID"))
+    print("NOTES", getattr(e, "__notes__", None))
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["header", "kind"])
+def test_corrupted_result_stream_says_so(cf, how):
+    # A worker that writes garbage to its result pipe (and stays alive)
+    # breaks the pool with the stdlib's message, and the protocol error as
+    # __cause__: not the way a crashed worker reads.
+    import errno
+    r = run(cf, CORRUPT_STREAM.format(how=how), timeout=90)
+    assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
+    lines = r.stdout.splitlines()
+    assert lines[0] == ("MSG A process in the process pool was terminated "
+                        "abruptly while the future was running or pending.")
+    assert lines[1] == "CAUSE OSError %d" % errno.EPROTO
+    detail = ("malformed frame header" if how == "header"
+              else "unexpected frame kind")
+    assert lines[2] == ("TEXT [Errno %d] corrupted result stream from worker "
+                        "process PID: %s" % (errno.EPROTO, detail))
+    assert lines[3] == "NOTES None"
+
+
+CRASHED_WORKER = """
+import os, signal, sys
+import multiprocessing as mp
+import process_helpers as h
+from concurrent.futures.process import BrokenProcessPool
+ex = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+pid = ex.submit(os.getpid).result(timeout=60)
+f = ex.submit(os.kill, pid, signal.SIGKILL)
+try:
+    f.result(timeout=60)
+except BrokenProcessPool as e:
+    c = e.__cause__
+    print("CAUSE", type(c).__name__)
+    text = getattr(c, "tb", "") if sys.version_info >= (3, 15) else \\
+        "\\n".join(getattr(e, "__notes__", []))
+    print("HOW", text.strip("'\\n").replace(str(pid), "PID"))
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes: 3.11+")
+def test_crashed_worker_says_how_it_ended(cf):
+    # The stdlib gives a crashed worker no cause before 3.15 (pinned by
+    # test_broken_pool_errors_as_the_running_stdlib): cfutures adds a note
+    # naming the worker and its exit code (a signal: negative), in 3.15's
+    # words; on 3.15 they are the stdlib's _RemoteTraceback cause.
+    r = run(cf, CRASHED_WORKER, timeout=90)
+    assert "END" in r.stdout, (r.stdout, r.stderr[-3000:])
+    lines = r.stdout.splitlines()
+    assert lines[0] == ("CAUSE _RemoteTraceback" if sys.version_info >= (3, 15)
+                        else "CAUSE NoneType")
+    assert lines[1] == ("HOW Process PID terminated abruptly with exit code %d"
+                        % -signal.SIGKILL)

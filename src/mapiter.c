@@ -1,4 +1,6 @@
-/* Executor.map: the result iterator, with 3.14's buffersize everywhere.
+/* mapiter: Executor.map's result iterator (with 3.14's buffersize
+ * everywhere), and _chain_lists, which flattens the process pool's
+ * chunked results.
  *
  * Mirrors the stdlib generator: futures are submitted eagerly (or the
  * first `buffersize` of them), results come back in order, the first
@@ -480,18 +482,184 @@ error:
     return NULL;
 }
 
-static PyMethodDef executor_functions[] = {
+/* ------------------------------------- process map: result flattening */
+
+/* _chain_lists(iterable_of_lists): the stdlib's
+ * _chain_from_iterable_of_lists in C.  Like it, it does not keep the
+ * yielded objects alive: each slot is reset to None once yielded. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *source;       /* iterator of lists, NULL when exhausted */
+    PyObject *list;         /* current list */
+    Py_ssize_t pos;
+} ChainListsObject;
+
+static PyObject *
+ChainLists_next(PyObject *self)
+{
+    ChainListsObject *c = (ChainListsObject *)self;
+    for (;;) {
+        if (c->list != NULL) {
+            if (c->pos < PyList_GET_SIZE(c->list)) {
+                PyObject *item = PyList_GET_ITEM(c->list, c->pos);
+                PyList_SET_ITEM(c->list, c->pos, Py_NewRef(Py_None));
+                c->pos++;
+                return item;        /* the list's reference, moved */
+            }
+            Py_CLEAR(c->list);
+        }
+        if (c->source == NULL) {
+            return NULL;
+        }
+        PyObject *next = PyIter_Next(c->source);
+        if (next == NULL) {
+            Py_CLEAR(c->source);
+            return NULL;            /* exhausted, or the source's error */
+        }
+        if (!PyList_Check(next)) {
+            PyErr_SetString(PyExc_TypeError, "expected a list of results");
+            Py_DECREF(next);
+            return NULL;
+        }
+        c->list = next;
+        c->pos = 0;
+    }
+}
+
+PyDoc_STRVAR(chain_close_doc,
+"close($self, /)\n--\n\nClose the underlying result iterator.");
+
+static PyObject *
+ChainLists_close(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ChainListsObject *c = (ChainListsObject *)self;
+    Py_CLEAR(c->list);
+    PyObject *src = c->source;
+    c->source = NULL;
+    if (src != NULL) {
+        PyObject *r = PyObject_CallMethod(src, "close", NULL);
+        Py_DECREF(src);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+ChainLists_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((ChainListsObject *)self)->source);
+    Py_VISIT(((ChainListsObject *)self)->list);
+    return 0;
+}
+
+static int
+ChainLists_clear(PyObject *self)
+{
+    Py_CLEAR(((ChainListsObject *)self)->source);
+    Py_CLEAR(((ChainListsObject *)self)->list);
+    return 0;
+}
+
+static void
+ChainLists_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    ChainLists_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef ChainLists_methods[] = {
+    {"close", ChainLists_close, METH_NOARGS, chain_close_doc},
+    {NULL, NULL}
+};
+
+static PyType_Slot ChainLists_slots[] = {
+    {Py_tp_dealloc, ChainLists_dealloc},
+    {Py_tp_traverse, ChainLists_traverse},
+    {Py_tp_clear, ChainLists_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, ChainLists_next},
+    {Py_tp_methods, ChainLists_methods},
+    {0, NULL},
+};
+
+static PyType_Spec ChainLists_spec = {
+    .name = "cfutures._cfutures._chain_lists",
+    .basicsize = sizeof(ChainListsObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+              | Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .slots = ChainLists_slots,
+};
+
+PyDoc_STRVAR(chain_lists_doc,
+"_chain_lists($module, iterable, /)\n--\n\n"
+"Flatten an iterable of lists, dropping references as items are yielded.");
+
+static PyObject *
+chain_lists(PyObject *mod, PyObject *iterable)
+{
+    cf_state *st = cf_get_state(mod);
+    PyObject *it = PyObject_GetIter(iterable);
+    if (it == NULL) {
+        return NULL;
+    }
+    ChainListsObject *c = PyObject_GC_New(ChainListsObject,
+                                          st->ChainLists_type);
+    if (c == NULL) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    c->source = it;
+    c->list = NULL;
+    c->pos = 0;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+static PyMethodDef mapiter_functions[] = {
     {"_map", (PyCFunction)(void (*)(void))cf_map, METH_FASTCALL, map_doc},
+    {"_chain_lists", chain_lists, METH_O, chain_lists_doc},
     {NULL, NULL}
 };
 
 int
-cf_executor_module_init(PyObject *mod, cf_state *st)
+cf_mapiter_module_init(PyObject *mod, cf_state *st)
 {
     st->MapIterator_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         mod, &MapIterator_spec, NULL);
     if (st->MapIterator_type == NULL) {
         return -1;
     }
-    return PyModule_AddFunctions(mod, executor_functions);
+    st->ChainLists_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &ChainLists_spec, NULL);
+    if (st->ChainLists_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddFunctions(mod, mapiter_functions);
+}
+
+/* ------------------------------------------------------ module state */
+
+int
+cf_mapiter_traverse(cf_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->MapIterator_type);
+    Py_VISIT(st->ChainLists_type);
+    return 0;
+}
+
+void
+cf_mapiter_clear(cf_state *st)
+{
+    Py_CLEAR(st->MapIterator_type);
+    Py_CLEAR(st->ChainLists_type);
 }
