@@ -46,7 +46,8 @@ def _fresh_main():
 
 
 def _run_script(path):
-    abspath = os.path.abspath(path)
+    # Absolute as Python makes it (joined to the cwd, not normalised).
+    abspath = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     if os.path.isdir(path) or _is_zip(path):
         # `python dir_or_zip`: its __main__ module, found on sys.path[0]
         if getattr(sys.flags, "safe_path", False):
