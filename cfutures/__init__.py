@@ -81,8 +81,13 @@ if _sys.version_info >= (3, 14):
         del _interpreters
 
 
+from cfutures._install import install, uninstall  # noqa: E402
+
+
 def __dir__():
-    return __all__ + ['__author__', '__doc__']
+    # Only names that exist; install/uninstall stay out of __all__ so that
+    # `from cfutures import *` binds what `from concurrent.futures import *` does.
+    return __all__ + ['__doc__', '__version__', 'install', 'uninstall']
 
 
 def __getattr__(name):

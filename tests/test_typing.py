@@ -1,0 +1,88 @@
+"""The stubs: `mypy --strict` on tests/typing/example.py gives the same
+revealed types with `import cfutures as cf` as with the stdlib (module names
+aside), and no errors for either.  Skipped when mypy is not installed."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _mypy(cf, path, cache):
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cf.__file__)))
+    if os.path.basename(root) != "site-packages":
+        # an editable install or a source tree: mypy cannot see it otherwise
+        env["MYPYPATH"] = root
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
+             "--python-version", "%d.%d" % sys.version_info[:2], path],
+            capture_output=True, text=True, timeout=300, env=env,
+            cwd=os.path.dirname(path))
+    except subprocess.TimeoutExpired:
+        pytest.fail("mypy hung")
+    return proc
+
+
+def test_mypy_reveals_the_stdlib_types(cf, tmp_path):
+    pytest.importorskip("mypy")
+    with open(os.path.join(HERE, "typing", "example.py")) as f:
+        src = f.read()
+    std_path = tmp_path / "std_example.py"
+    cf_path = tmp_path / "cf_example.py"
+    std_path.write_text(src)
+    cf_src = src.replace("import concurrent.futures as cf\n", "import cfutures as cf\n")
+    assert cf_src != src
+    cf_path.write_text(cf_src)
+    cache = str(tmp_path / "cache")
+    std = _mypy(cf, str(std_path), cache)
+    cfr = _mypy(cf, str(cf_path), cache)
+    assert std.returncode == 0, std.stdout + std.stderr
+    assert cfr.returncode == 0, cfr.stdout + cfr.stderr
+
+    def reveals(out, name):
+        lines = [re.sub(r"^%s:" % name, "example.py:", line)
+                 for line in out.splitlines() if "Revealed type" in line]
+        return [line.replace("cfutures.", "concurrent.futures.") for line in lines]
+
+    std_types = reveals(std.stdout, "std_example.py")
+    cf_types = reveals(cfr.stdout, "cf_example.py")
+    assert len(std_types) >= 25
+    assert not any('"Any"' in t for t in cf_types), cf_types
+    assert cf_types == std_types
+    # the executors and their futures are cfutures' own classes; wait()
+    # returns the stdlib's DoneAndNotDoneFutures
+    marked = 0
+    for lineno, line in enumerate(cf_src.splitlines(), 1):
+        if "# cfutures: " in line:
+            want = line.split("# cfutures: ", 1)[1]
+            want = re.sub(r"\bint\b", "(builtins.)?int", re.escape(want))
+            want = re.sub(r"\bstr\b", "(builtins.)?str", want)
+            assert re.search(r'^cf_example.py:%d: note: Revealed type is "%s"$'
+                             % (lineno, want), cfr.stdout, re.M), (line, cfr.stdout)
+            marked += 1
+    assert marked == 7
+
+
+def test_stubs_pass_mypy_strict(cf, tmp_path):
+    pytest.importorskip("mypy")
+    pkg = os.path.dirname(os.path.abspath(cf.__file__))
+    stubs = sorted(os.path.join(pkg, n) for n in os.listdir(pkg) if n.endswith(".pyi"))
+    assert {os.path.basename(s) for s in stubs} >= {
+        "__init__.pyi", "_base.pyi", "thread.pyi", "process.pyi", "interpreter.pyi"}
+    assert os.path.exists(os.path.join(pkg, "py.typed"))
+    # the stubs alone, as a package of their own (checking files inside
+    # site-packages, mypy would take site-packages for a source root)
+    copy = tmp_path / "cfutures"
+    copy.mkdir()
+    for s in stubs:
+        shutil.copy(s, copy)
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir",
+                           str(tmp_path / "cache"), "-p", "cfutures"],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
