@@ -76,15 +76,6 @@ ProcWorker_Fail(ProcWorker *w, int err, int os_errno)
     }
 }
 
-/* The worker's task pipe has no reader: it is gone (a death, not a
- * broken stream). */
-static inline int
-ProcWorker_Gone(const ProcWorker *w)
-{
-    return w->eof || w->exited
-           || (w->err == CF_ERR_PIPE_IO && w->err_errno == EPIPE);
-}
-
 /* A result frame, pointing into its worker's input buffer. */
 typedef struct {
     ProcWorker *w;

@@ -10,10 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char BROKEN_POOL_MSG[] =
@@ -567,38 +569,77 @@ stream_error(ProcWorker *w)
     return exc;
 }
 
+/* Wait, GIL released, until each of n workers seen gone by its pipe has
+ * exited, all within one second: a worker may close its pipes (or exit
+ * slowly) well before its exit status exists, and one that closed every
+ * fd yet runs on must not hold the break up for its whole life.  fds[i]:
+ * a pidfd (dup, readable once the worker exited), else -1: then poll
+ * waitid(WNOHANG|WNOWAIT), which leaves the status for multiprocessing. */
+static void
+wait_for_exits(const pid_t *pids, const int *fds, int n)
+{
+    cf_time_t deadline = cf_monotonic_ns() + 1000000000;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < n; i++) {
+        for (;;) {
+            cf_time_t left = deadline - cf_monotonic_ns();
+            if (left <= 0) {
+                i = n;          /* deadline: stop waiting for all */
+                break;
+            }
+            if (fds[i] >= 0) {
+                struct pollfd pfd = {fds[i], POLLIN, 0};
+                int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
+                if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                break;          /* exited, error, or timed out (loop ends) */
+            }
+            siginfo_t si;
+            memset(&si, 0, sizeof(si));
+            if (waitid(P_PID, pids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0
+                    ? errno != EINTR : si.si_pid != 0) {
+                break;          /* exited (or not our child any more) */
+            }
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    Py_END_ALLOW_THREADS
+}
+
 /* Each worker that ended with a non-zero exit code, one line each as
  * 3.15's stdlib words it ("Process N terminated abruptly with exit code
- * C"; a signal is a negative code).  A worker seen gone by its pipe may
- * not have exited yet: those are waited for briefly.  3.15 chains this as
- * a _RemoteTraceback (gh-139462); before, it is added as a note.  New
- * reference, or NULL (nothing to say); never leaves an exception set.
- * GIL held, no pool mutex. */
+ * C"; a signal is a negative code).  Workers seen gone by their pipes are
+ * waited for briefly first (wait_for_exits); Process.exitcode then never
+ * blocks.  3.15 chains this as a _RemoteTraceback (gh-139462); before, it
+ * is added as a note.  New reference, or NULL (nothing to say); never
+ * leaves an exception set.  GIL held, no pool mutex. */
 static PyObject *
 dead_workers_text(ProcessCoreObject *core)
 {
     ProcShared *sh = core->sh;
     pid_t gone[64];
+    int fds[64];
     int ngone = 0;
     pthread_mutex_lock(&sh->mutex);
     for (int i = 0; i < sh->nw && ngone < 64; i++) {
         ProcWorker *w = sh->w[i];
         if ((w->eof || w->err) && !w->exited && !w->exit_announced) {
+            /* a dup: the pidfd itself may be closed by a reap meanwhile */
+            fds[ngone] = w->own_sentinel && w->sentinel_fd >= 0
+                         ? fcntl(w->sentinel_fd, F_DUPFD_CLOEXEC, 0) : -1;
             gone[ngone++] = w->pid;
         }
     }
     pthread_mutex_unlock(&sh->mutex);
-    for (int i = 0; i < ngone; i++) {
-        PyObject *key = PyLong_FromLong((long)gone[i]);
-        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
-        Py_XINCREF(p);
-        Py_XDECREF(key);
-        if (p != NULL) {
-            PyObject *r = PyObject_CallMethod(p, "join", "d", 1.0);
-            Py_XDECREF(r);
-            Py_DECREF(p);
+    if (ngone > 0) {
+        wait_for_exits(gone, fds, ngone);
+        for (int i = 0; i < ngone; i++) {
+            if (fds[i] >= 0) {
+                close(fds[i]);
+            }
         }
-        PyErr_Clear();
     }
 
     PyObject *text = NULL, *procs = PyDict_Values(core->procs);

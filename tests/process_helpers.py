@@ -160,3 +160,9 @@ def corrupt_result_stream(how):
 
 if __name__ == "__main__":
     sys.exit("helper module, not a script")
+
+
+def close_fds_then_sleep(seconds):
+    """A worker that closes every fd (its pipes, its sentinel) yet runs on."""
+    os.closerange(3, 65536)
+    time.sleep(seconds)

@@ -768,3 +768,33 @@ def test_crashed_worker_says_how_it_ended(cf):
                         else "CAUSE NoneType")
     assert lines[1] == ("HOW Process PID terminated abruptly with exit code %d"
                         % -signal.SIGKILL)
+
+
+CLOSED_FDS = """
+import multiprocessing as mp
+import process_helpers as h
+from concurrent.futures.process import BrokenProcessPool
+ex = cf.ProcessPoolExecutor(1, mp_context=mp.get_context(%r))
+ex.submit(int).result(timeout=60)
+f = ex.submit(h.close_fds_then_sleep, 600)
+try:
+    f.result(timeout=60)
+    print("RESULT")
+except BrokenProcessPool:
+    print("BROKEN")
+except TimeoutError:
+    print("STILL PENDING")
+ex.shutdown(wait=True)
+print("END")
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_closing_its_fds_breaks_the_pool(impl, method):
+    # A worker that closes its pipes and sentinel but keeps running: the
+    # pool breaks at once, as the stdlib's does.  Waiting for its exit
+    # status (to name its exit code) once held the break up until the
+    # worker ended: the future stayed pending, shutdown() hung.
+    r = run(impl, CLOSED_FDS % method, timeout=120)
+    assert r.stdout.splitlines() == ["BROKEN", "END"], (r.stdout, r.stderr[-3000:])
