@@ -569,40 +569,59 @@ stream_error(ProcWorker *w)
     return exc;
 }
 
-/* Wait, GIL released, until each of n workers seen gone by its pipe has
- * exited, all within one second: a worker may close its pipes (or exit
- * slowly) well before its exit status exists, and one that closed every
- * fd yet runs on must not hold the break up for its whole life.  fds[i]:
- * a pidfd (dup, readable once the worker exited), else -1: then poll
- * waitid(WNOHANG|WNOWAIT), which leaves the status for multiprocessing. */
+/* Wait, GIL released, until each of n workers seen gone has exited and
+ * its exit status can be read, all within one second: a worker may close
+ * its pipes (or exit slowly) well before its exit status exists, and one
+ * that closed every fd yet runs on must not hold the break up for its
+ * whole life.  pidfds[i]: a dup of its pidfd (readable once it exited), or
+ * -1: then poll waitid(WNOHANG|WNOWAIT), which leaves the status for
+ * multiprocessing.  sents[i]: a dup of Process.sentinel or -1 (forkserver:
+ * readable once the server has sent the exit status). */
+static int
+wait_readable(int fd, cf_time_t deadline)
+{
+    for (;;) {
+        cf_time_t left = deadline - cf_monotonic_ns();
+        if (left <= 0) {
+            return 0;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        return r != 0;          /* readable or error: 1; timed out: 0 */
+    }
+}
+
 static void
-wait_for_exits(const pid_t *pids, const int *fds, int n)
+wait_for_exits(const pid_t *pids, const int *pidfds, const int *sents, int n)
 {
     cf_time_t deadline = cf_monotonic_ns() + 1000000000;
     Py_BEGIN_ALLOW_THREADS
     for (int i = 0; i < n; i++) {
-        for (;;) {
-            cf_time_t left = deadline - cf_monotonic_ns();
-            if (left <= 0) {
-                i = n;          /* deadline: stop waiting for all */
+        if (pidfds[i] >= 0) {
+            if (!wait_readable(pidfds[i], deadline)) {
                 break;
             }
-            if (fds[i] >= 0) {
-                struct pollfd pfd = {fds[i], POLLIN, 0};
-                int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
-                if (r < 0 && errno == EINTR) {
-                    continue;
+        }
+        else {
+            for (;;) {
+                siginfo_t si;
+                memset(&si, 0, sizeof(si));
+                if (waitid(P_PID, pids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0
+                        ? errno != EINTR : si.si_pid != 0) {
+                    break;      /* exited (or not our child: forkserver) */
                 }
-                break;          /* exited, error, or timed out (loop ends) */
+                if (cf_monotonic_ns() >= deadline) {
+                    break;
+                }
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
             }
-            siginfo_t si;
-            memset(&si, 0, sizeof(si));
-            if (waitid(P_PID, pids[i], &si, WEXITED | WNOHANG | WNOWAIT) < 0
-                    ? errno != EINTR : si.si_pid != 0) {
-                break;          /* exited (or not our child any more) */
-            }
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
+        }
+        if (sents[i] >= 0 && !wait_readable(sents[i], deadline)) {
+            break;
         }
     }
     Py_END_ALLOW_THREADS
@@ -620,24 +639,42 @@ dead_workers_text(ProcessCoreObject *core)
 {
     ProcShared *sh = core->sh;
     pid_t gone[64];
-    int fds[64];
+    int pidfds[64], sents[64];
     int ngone = 0;
     pthread_mutex_lock(&sh->mutex);
     for (int i = 0; i < sh->nw && ngone < 64; i++) {
         ProcWorker *w = sh->w[i];
-        if ((w->eof || w->err) && !w->exited && !w->exit_announced) {
+        if ((w->eof || w->err || w->exited) && !w->exit_announced) {
             /* a dup: the pidfd itself may be closed by a reap meanwhile */
-            fds[ngone] = w->own_sentinel && w->sentinel_fd >= 0
-                         ? fcntl(w->sentinel_fd, F_DUPFD_CLOEXEC, 0) : -1;
+            pidfds[ngone] = w->own_sentinel && w->sentinel_fd >= 0
+                            ? fcntl(w->sentinel_fd, F_DUPFD_CLOEXEC, 0) : -1;
             gone[ngone++] = w->pid;
         }
     }
     pthread_mutex_unlock(&sh->mutex);
+    for (int i = 0; i < ngone; i++) {
+        sents[i] = -1;
+        PyObject *key = PyLong_FromLong((long)gone[i]);
+        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
+        Py_XINCREF(p);
+        Py_XDECREF(key);
+        PyObject *sent = p ? PyObject_GetAttrString(p, "sentinel") : NULL;
+        int fd = sent && PyLong_Check(sent) ? PyLong_AsLong(sent) : -1;
+        if (fd >= 0) {
+            sents[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        }
+        Py_XDECREF(sent);
+        Py_XDECREF(p);
+        PyErr_Clear();
+    }
     if (ngone > 0) {
-        wait_for_exits(gone, fds, ngone);
+        wait_for_exits(gone, pidfds, sents, ngone);
         for (int i = 0; i < ngone; i++) {
-            if (fds[i] >= 0) {
-                close(fds[i]);
+            if (pidfds[i] >= 0) {
+                close(pidfds[i]);
+            }
+            if (sents[i] >= 0) {
+                close(sents[i]);
             }
         }
     }
