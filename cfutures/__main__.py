@@ -51,9 +51,9 @@ def _run_script(path):
     if os.path.isdir(path) or _is_zip(path):
         # `python dir_or_zip`: its __main__ module, found on sys.path[0]
         if getattr(sys.flags, "safe_path", False):
-            sys.path.insert(0, path)
+            sys.path.insert(0, abspath)
         else:
-            sys.path[0] = path
+            sys.path[0] = abspath
         _fresh_main()
         runpy._run_module_as_main("__main__", False)
         return

@@ -15,9 +15,21 @@ forkserver install it before they import anything of the parent's
 ``__main__`` (a hook in the preparation data their bootstrap unpickles
 first); fork children inherit the patched modules.
 """
+import os
 import threading
 
 _lock = threading.Lock()
+
+
+def _after_fork_in_child():
+    # A fork while another thread was inside install()/uninstall() must not
+    # leave the child's lock held for ever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _saved = None       # [(module, name, old value or _MISSING, new value)] while installed
 _MISSING = object()
 
@@ -27,14 +39,16 @@ _MISSING = object()
 _CHILD_SRC = """\
 import sys
 try:
-    import cfutures
-except ImportError:
-    sys.path.insert(0, _dir)
+    sys.path.insert(0, _dir)    # the parent's cfutures, not another one
     try:
         import cfutures
     finally:
         sys.path.remove(_dir)
-cfutures.install()
+    cfutures.install()
+except Exception as e:          # never kill a multiprocessing child for it
+    import warnings
+    warnings.warn("cfutures.install() in a child process failed: %r" % (e,),
+                  RuntimeWarning)
 """
 
 
@@ -54,7 +68,10 @@ def _routes():
     import concurrent.futures.thread as std_thread
     import multiprocessing.spawn as mp_spawn
 
-    from . import _base, process, thread
+    # interpreter too, on every version: its class derives from the stdlib's
+    # ThreadPoolExecutor, which must not be cfutures' by the time it is
+    # first imported (a lazy import after install() failed).
+    from . import _base, interpreter, process, thread  # noqa: F401
 
     routes = []
     for mod in (std, std_base):
@@ -71,7 +88,6 @@ def _routes():
     if "InterpreterPoolExecutor" in std.__all__:
         import concurrent.futures.interpreter as std_interp
 
-        from . import interpreter
         routes += [(std, "InterpreterPoolExecutor",
                     interpreter.InterpreterPoolExecutor)]
         for name in ("InterpreterPoolExecutor", "BrokenInterpreterPool",

@@ -29,6 +29,7 @@ def _run(cf, args, env=None, timeout=300):
     return proc
 
 
+@pytest.mark.timeout(330)
 def test_tqdm_thread_map_and_process_map(cf):
     pytest.importorskip("tqdm.contrib.concurrent")
     script = os.path.join(SCRIPTS, "eco_tqdm.py")
@@ -42,6 +43,7 @@ def test_tqdm_thread_map_and_process_map(cf):
     assert plain[2].startswith("True ")
 
 
+@pytest.mark.timeout(330)
 def test_black_process_pool(cf, tmp_path):
     pytest.importorskip("black")
     src = os.path.dirname(shutil.__file__)

@@ -162,6 +162,19 @@ def test_install_idempotent(cf):
     assert out == "ok\n"
 
 
+def test_interpreter_module_imports_after_install(cf):
+    # cfutures.interpreter's class derives from the stdlib's thread pool; a
+    # first import after install() (lazy on 3.10-3.13) once failed with a
+    # base lay-out conflict, and so did `from cfutures import *`.
+    out = check(run(cf, """
+        cfutures.install()
+        from cfutures import *
+        import cfutures.interpreter as ci
+        print(ci.InterpreterPoolExecutor.__name__)
+    """))
+    assert out == "InterpreterPoolExecutor\n"
+
+
 def test_install_thread_safe(cf):
     # Many threads installing and uninstalling at once: the end state is
     # always exactly installed or exactly the original.

@@ -29,6 +29,7 @@ def _mypy(cf, path, cache):
     return proc
 
 
+@pytest.mark.timeout(330)
 def test_mypy_reveals_the_stdlib_types(cf, tmp_path):
     pytest.importorskip("mypy")
     with open(os.path.join(HERE, "typing", "example.py")) as f:
@@ -69,6 +70,7 @@ def test_mypy_reveals_the_stdlib_types(cf, tmp_path):
     assert marked == 7
 
 
+@pytest.mark.timeout(330)
 def test_stubs_pass_mypy_strict(cf, tmp_path):
     pytest.importorskip("mypy")
     pkg = os.path.dirname(os.path.abspath(cf.__file__))
