@@ -172,6 +172,20 @@ int cf_core_ensure_started(ProcessCoreObject *core);
 /* Wait (interruptibly) until the dispatcher has reaped every worker. */
 int cf_core_wait_done(ProcessCoreObject *core);
 
+/* ------------------------------------------------------- procbreak.c */
+
+/* BrokenProcessPool(msg), __cause__ = cause, note added when not NULL
+ * (3.11+).  New reference or NULL with an exception. */
+PyObject *cf_proc_broken_error(cf_state *st, PyObject *cause, const char *msg,
+                               PyObject *note);
+/* Why w's stream failed, as the exception to chain (new reference), or
+ * NULL when it did not (the worker died).  Never leaves an exception set. */
+PyObject *cf_proc_stream_error(ProcWorker *w);
+/* "Process N terminated abruptly with exit code C" lines for the workers
+ * in procs_dict (pid -> Process) that died, or NULL; waits up to 1 s, GIL
+ * released, for gone workers' exit status.  No pool mutex held. */
+PyObject *cf_proc_dead_workers_text(ProcShared *sh, PyObject *procs_dict);
+
 /* ------------------------------------------------------ procworker.c */
 
 PyObject *cf_process_worker_loop(PyObject *mod, PyObject *args);
