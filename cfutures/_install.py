@@ -46,9 +46,12 @@ try:
         sys.path.remove(_dir)
     cfutures.install()
 except Exception as e:          # never kill a multiprocessing child for it
-    import warnings
-    warnings.warn("cfutures.install() in a child process failed: %r" % (e,),
-                  RuntimeWarning)
+    try:                        # (-W error makes the warning raise)
+        import warnings
+        warnings.warn("cfutures.install() in a child process failed: %r"
+                      % (e,), RuntimeWarning)
+    except Exception:
+        pass
 """
 
 
@@ -130,9 +133,10 @@ def install():
         for mod, name, new in _routes():
             old = mod.__dict__.get(name, _MISSING)
             saved.append((mod, name, old, new))
+        # recorded first: a fork child forked midway can still uninstall()
+        _saved = saved
         for mod, name, old, new in saved:
             setattr(mod, name, new)
-        _saved = saved
 
 
 def uninstall():

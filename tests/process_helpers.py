@@ -163,6 +163,10 @@ if __name__ == "__main__":
 
 
 def close_fds_then_sleep(seconds):
-    """A worker that closes every fd (its pipes, its sentinel) yet runs on."""
+    """A worker that closes every fd (its pipes, its sentinel) yet runs on,
+    for `seconds` or until its parent is gone (no orphan left behind)."""
+    parent = os.getppid()
     os.closerange(3, 65536)
-    time.sleep(seconds)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and os.getppid() == parent:
+        time.sleep(0.05)

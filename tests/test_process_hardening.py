@@ -793,7 +793,8 @@ print("END")
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_worker_closing_its_fds_breaks_the_pool(impl, method):
     # A worker that closes its pipes and sentinel but keeps running: the
-    # pool breaks at once, as the stdlib's does.  Waiting for its exit
+    # pool breaks at once, as the stdlib's does (with forkserver the
+    # stdlib's never notices: its sentinel is the server's pipe).  Waiting for its exit
     # status (to name its exit code) once held the break up until the
     # worker ended: the future stayed pending, shutdown() hung.
     r = run(impl, CLOSED_FDS % method, timeout=120)
