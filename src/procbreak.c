@@ -77,14 +77,8 @@ cf_proc_stream_error(ProcWorker *w)
     return exc;
 }
 
-/* Wait, GIL released, until each of n workers seen gone has exited and
- * its exit status can be read, all within one second: a worker may close
- * its pipes (or exit slowly) well before its exit status exists, and one
- * that closed every fd yet runs on must not hold the break up for its
- * whole life.  pidfds[i]: a dup of its pidfd (readable once it exited), or
- * -1: then poll waitid(WNOHANG|WNOWAIT), which leaves the status for
- * multiprocessing.  sents[i]: a dup of Process.sentinel or -1 (forkserver:
- * readable once the server has sent the exit status). */
+/* 1 once fd is readable (or in error), 0 at the deadline; EINTR retried
+ * with the time left.  GIL released by the caller. */
 static int
 wait_readable(int fd, cf_time_t deadline)
 {
@@ -102,6 +96,14 @@ wait_readable(int fd, cf_time_t deadline)
     }
 }
 
+/* Wait, GIL released, until each of n workers seen gone has exited and
+ * its exit status can be read, all within one second: a worker may close
+ * its pipes (or exit slowly) well before its exit status exists, and one
+ * that closed every fd yet runs on must not hold the break up for its
+ * whole life.  pidfds[i]: a dup of its pidfd (readable once it exited), or
+ * -1: then poll waitid(WNOHANG|WNOWAIT), which leaves the status for
+ * multiprocessing.  sents[i]: a dup of Process.sentinel or -1 (forkserver:
+ * readable once the server has sent the exit status). */
 static void
 wait_for_exits(const pid_t *pids, const int *pidfds, const int *sents, int n)
 {
