@@ -31,6 +31,8 @@ import sys
 import time
 
 from _common import import_cfutures, run_alternating
+# the oversubscribed rows are bench_thread's own cases, run beside busy processes
+from bench_thread import bench_map, bench_round_trip, bench_submit_all
 
 LIGHT_WORKERS = 4
 
@@ -83,43 +85,6 @@ def light_load(mod, kind, gap, n):
     finally:
         ex.shutdown(wait=True)
     return statistics.median(lat), cpu / n
-
-
-def bench_throughput(mod, n):
-    ex = mod.ThreadPoolExecutor(2)
-    try:
-        list(ex.map(trivial, range(8)))
-        t0 = time.perf_counter()
-        fs = [ex.submit(trivial, i) for i in range(n)]
-        for f in fs:
-            f.result()
-        return (time.perf_counter() - t0) / n
-    finally:
-        ex.shutdown(wait=True)
-
-
-def bench_map(mod, n):
-    ex = mod.ThreadPoolExecutor(2)
-    try:
-        list(ex.map(trivial, range(8)))
-        t0 = time.perf_counter()
-        for _ in ex.map(trivial, range(n)):
-            pass
-        return (time.perf_counter() - t0) / n
-    finally:
-        ex.shutdown(wait=True)
-
-
-def bench_round_trip(mod, n):
-    ex = mod.ThreadPoolExecutor(2)
-    try:
-        list(ex.map(trivial, range(8)))
-        t0 = time.perf_counter()
-        for i in range(n):
-            ex.submit(trivial, i).result()
-        return (time.perf_counter() - t0) / n
-    finally:
-        ex.shutdown(wait=True)
 
 
 PAYLOAD = 1 << 20
@@ -261,7 +226,7 @@ def main(argv=None):
     with Hogs(ncpu):
         for label, fn, n in [
                 ("submit %s, then result() each" % format(n_bulk, ","),
-                 bench_throughput, n_bulk),
+                 bench_submit_all, n_bulk),
                 ("map over %s items" % format(n_bulk, ","), bench_map, n_bulk),
                 ("submit().result() one at a time", bench_round_trip, n_rt)]:
             med = run_alternating(fn, mods, rounds, n)
