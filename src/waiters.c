@@ -762,7 +762,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *fs_arg;           /* until started */
     PyObject *timeout;          /* until started */
-    PyObject *ready;            /* list: already finished, popped from end */
+    PyObject **ready;           /* already finished (owned), popped from end */
+    Py_ssize_t nready;
     WaiterObject *waiter;
     PyObject *end_time;         /* timeout + time.monotonic(), or NULL */
     Py_ssize_t total;
@@ -772,13 +773,27 @@ typedef struct {
     int running;                /* a thread is inside next() */
 } AsCompletedObject;
 
+static void
+ac_clear_ready(AsCompletedObject *it)
+{
+    PyObject **ready = it->ready;
+    Py_ssize_t n = it->nready;
+    it->ready = NULL;
+    it->nready = 0;
+    it->nready = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(ready[i]);
+    }
+    PyMem_Free(ready);
+}
+
 static int
 ac_stop(cf_state *st, AsCompletedObject *it)
 {
     it->exhausted = 1;
     Py_CLEAR(it->fs_arg);
     Py_CLEAR(it->timeout);
-    Py_CLEAR(it->ready);
+    ac_clear_ready(it);
     Py_CLEAR(it->end_time);
     int rc = 0;
     if (it->waiter != NULL) {
@@ -788,6 +803,48 @@ ac_stop(cf_state *st, AsCompletedObject *it)
         Py_DECREF(w);
     }
     return rc;
+}
+
+/* fs = set(fs_arg), as the stdlib starts; *items gets its members, each
+ * once.  A list or tuple is walked in its own order (one pass over the
+ * futures: iterating a set of 100,000s of them again is slow on 3.14+). */
+static PyObject *
+ac_collect(PyObject *arg, PyObject **items)
+{
+    PyObject *fs, *lst = NULL;
+    *items = NULL;
+    if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg)) {
+        fs = PySet_New(arg);
+        if (fs != NULL && (*items = PySequence_List(fs)) == NULL) {
+            Py_CLEAR(fs);
+        }
+        return fs;
+    }
+    fs = PySet_New(NULL);
+    lst = PyList_New(0);
+    if (fs == NULL || lst == NULL) {
+        goto error;
+    }
+    /* A foreign __hash__/__eq__ may mutate the list: re-read its size,
+     * hold the item across the add. */
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(arg); k++) {
+        PyObject *f = Py_NewRef(PySequence_Fast_GET_ITEM(arg, k));
+        Py_ssize_t before = PySet_GET_SIZE(fs);
+        int r = PySet_Add(fs, f);
+        if (r == 0 && PySet_GET_SIZE(fs) > before) {
+            r = PyList_Append(lst, f);
+        }
+        Py_DECREF(f);
+        if (r < 0) {
+            goto error;
+        }
+    }
+    *items = lst;
+    return fs;
+error:
+    Py_XDECREF(fs);
+    Py_XDECREF(lst);
+    return NULL;
 }
 
 static int
@@ -801,32 +858,26 @@ ac_start(cf_state *st, AsCompletedObject *it)
             return -1;
         }
     }
-    PyObject *fs = PySet_New(it->fs_arg);
+    PyObject *items;
+    PyObject *fs = ac_collect(it->fs_arg, &items);
     if (fs == NULL) {
         return -1;
     }
     Py_CLEAR(it->fs_arg);
-    it->total = PySet_GET_SIZE(fs);
+    Py_ssize_t nitems = PyList_GET_SIZE(items);
+    it->total = nitems;
     int rc = -1, locked = 0;
     char *isdone = NULL;
     PyObject *foreign = NULL;
-    PyObject *items = PySequence_List(fs);
-    if (items == NULL) {
-        goto out;
-    }
-    Py_ssize_t nitems = PyList_GET_SIZE(items);
     isdone = PyMem_Malloc(nitems ? nitems : 1);
-    if (isdone == NULL) {
+    it->ready = PyMem_Malloc((nitems ? nitems : 1) * sizeof(PyObject *));
+    if (isdone == NULL || it->ready == NULL) {
         PyErr_NoMemory();
         goto out;
     }
     locked = lock_foreign(st, items, &foreign);
     if (locked < 0) {
         locked = 0;
-        goto out;
-    }
-    it->ready = PyList_New(0);
-    if (it->ready == NULL) {
         goto out;
     }
     /* First pass: what is finished now; count the rest. */
@@ -839,9 +890,7 @@ ac_start(cf_state *st, AsCompletedObject *it)
         }
         isdone[k] = (char)d;
         if (d) {
-            if (PyList_Append(it->ready, f) < 0) {
-                goto out;
-            }
+            it->ready[it->nready++] = Py_NewRef(f);
         }
         else {
             npending++;
@@ -872,7 +921,7 @@ out:
         rc = -1;
     }
     Py_XDECREF(foreign);
-    Py_XDECREF(items);
+    Py_DECREF(items);
     PyMem_Free(isdone);
     Py_DECREF(fs);
     return rc;
@@ -929,14 +978,8 @@ AsCompleted_next_impl(PyObject *self)
     if (!it->started && ac_start(st, it) < 0) {
         return ac_fail(st, it);
     }
-    Py_ssize_t n = PyList_GET_SIZE(it->ready);
-    if (n > 0) {
-        PyObject *f = Py_NewRef(PyList_GET_ITEM(it->ready, n - 1));
-        if (PyList_SetSlice(it->ready, n - 1, n, NULL) < 0) {
-            Py_DECREF(f);
-            return ac_fail(st, it);
-        }
-        return f;
+    if (it->nready > 0) {
+        return it->ready[--it->nready];     /* the reference moves out */
     }
     WaiterObject *w = it->waiter;
     for (;;) {
@@ -1017,7 +1060,9 @@ AsCompleted_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(it->fs_arg);
     Py_VISIT(it->timeout);
-    Py_VISIT(it->ready);
+    for (Py_ssize_t i = 0; i < it->nready; i++) {
+        Py_VISIT(it->ready[i]);
+    }
     Py_VISIT(it->end_time);
     Py_VISIT(it->waiter);
     return 0;
@@ -1029,9 +1074,9 @@ AsCompleted_clear(PyObject *self)
     AsCompletedObject *it = (AsCompletedObject *)self;
     Py_CLEAR(it->fs_arg);
     Py_CLEAR(it->timeout);
-    Py_CLEAR(it->ready);
     Py_CLEAR(it->end_time);
     Py_CLEAR(it->waiter);
+    ac_clear_ready(it);
     return 0;
 }
 
@@ -1096,6 +1141,7 @@ cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
     it->fs_arg = Py_NewRef(fs_arg);
     it->timeout = Py_NewRef(timeout);
     it->ready = NULL;
+    it->nready = 0;
     it->waiter = NULL;
     it->end_time = NULL;
     it->total = it->npending = 0;

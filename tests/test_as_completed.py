@@ -106,6 +106,42 @@ def test_duplicates_yielded_once(impl):
     assert list(it) == [p]
 
 
+@pytest.mark.parametrize("kind", ["list", "tuple", "iter", "set", "dict"])
+def test_input_kinds(impl, kind):
+    """Every distinct future once, whatever iterable holds them, finished
+    and pending, cfutures' and the stdlib's mixed."""
+    fin = [make_future(impl, "finished") for _ in range(3)]
+    fin.append(make_future(concurrent.futures, "finished"))
+    pend = [impl.Future(), concurrent.futures.Future()]
+    seq = fin + pend + fin[::-1] + pend
+    arg = {"list": list, "tuple": tuple, "iter": iter, "set": set,
+           "dict": dict.fromkeys}[kind](seq)
+    it = impl.as_completed(arg, timeout=LONG)
+    got = [next(it) for _ in fin]
+    assert sorted(map(id, got)) == sorted(map(id, fin))
+    for i, p in enumerate(pend):
+        p.set_result(i)
+    rest = list(it)
+    assert sorted(map(id, rest)) == sorted(map(id, pend))
+
+
+def test_input_list_mutated_while_hashing(same, impl):
+    """A foreign future whose __hash__ grows the list: the future added
+    while set(list) runs counts, as with set(list); later ones do not."""
+    def scenario(m):
+        class Growing(concurrent.futures.Future):
+            def __hash__(self):
+                if len(fs) < 6:
+                    fs.append(make_future(m, "finished"))
+                return id(self) >> 4
+        g = Growing()
+        g.set_result(0)
+        fs = [make_future(m, "finished"), g]
+        return sum(1 for _ in m.as_completed(fs, timeout=LONG))
+
+    assert same(scenario) == 3
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("timeout", [0, -1, 0.05])
 def test_timeout_message(same, impl, timeout):
