@@ -8,6 +8,11 @@
 /* ---------------------------------------------------- GIL hand-off hint */
 
 int cf_gil_free_hint = 0;
+cf_time_t cf_wake_ns = CF_WAKE_INIT_NS;
+
+/* Per-thread budget for waiting on the hint: it decays in threads whose
+ * GIL is mostly released by code that sets no hint (time.sleep, I/O). */
+static _Thread_local cf_time_t gil_budget = CF_WAKE_INIT_NS;
 
 void
 cf_spin_for_gil(void)
@@ -15,13 +20,16 @@ cf_spin_for_gil(void)
     if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
         return;
     }
-    cf_time_t end = cf_monotonic_ns() + CF_SPIN_GIL_NS;
+    cf_time_t start = cf_monotonic_ns();
+    cf_time_t end = start + gil_budget;
     for (int i = 0;; i++) {
         if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
+            gil_budget = cf_spin_adapt(gil_budget, cf_monotonic_ns() - start);
             return;
         }
         cf_cpu_relax();
         if ((i & 63) == 63 && cf_spin_check(i, end)) {
+            gil_budget = cf_spin_adapt(gil_budget, cf_spin_cap() + 1);
             return;
         }
     }
@@ -33,6 +41,7 @@ void
 cf_event_init(cf_event *ev)
 {
     sem_init(&ev->sem, 0, 0);
+    ev->posted_at = 0;
 }
 
 void
@@ -44,6 +53,7 @@ cf_event_destroy(cf_event *ev)
 void
 cf_event_post(cf_event *ev)
 {
+    ev->posted_at = cf_monotonic_ns();
     sem_post(&ev->sem);
 }
 
@@ -51,6 +61,9 @@ int
 cf_event_wait(cf_event *ev, cf_time_t deadline)
 {
     int r;
+    if (sem_trywait(&ev->sem) == 0) {
+        return 1;
+    }
     if (deadline == CF_FOREVER) {
         r = sem_wait(&ev->sem);
     }
@@ -78,6 +91,8 @@ cf_event_wait(cf_event *ev, cf_time_t deadline)
 #endif
     }
     if (r == 0) {
+        /* posted_at was written before the post that woke us */
+        cf_wake_sample(ev->posted_at, cf_monotonic_ns());
         return 1;
     }
     if (errno == EINTR) {
@@ -113,16 +128,13 @@ cf_event_wait_gil(cf_event *ev, cf_time_t deadline)
 /* ---------------------------------------------------- result() waiting */
 
 /* Per-thread spin budget for result()/exception() waits. */
-static _Thread_local cf_time_t spin_budget = 50000;
+static _Thread_local cf_time_t spin_budget = CF_WAKE_INIT_NS;
 
 int
 cf_block_wait_state(const int *state, int done, cf_event *ev,
                     cf_time_t deadline)
 {
-    int rc = 0;
-    /* Spin a little with the GIL released before sleeping: most tasks
-     * finish sooner than a futex wake-up takes. */
-    int spun = 0;
+    int r = 1;
     cf_time_t start;
     Py_BEGIN_ALLOW_THREADS
     cf_hint_gil_released();
@@ -131,9 +143,10 @@ cf_block_wait_state(const int *state, int done, cf_event *ev,
     if (deadline != CF_FOREVER && deadline < end) {
         end = deadline;
     }
+    /* Spin a little before sleeping: most tasks finish sooner than a
+     * wake-up takes. */
     for (int i = 0;; i++) {
         if (__atomic_load_n(state, __ATOMIC_ACQUIRE) >= done) {
-            spun = 1;
             break;
         }
         cf_cpu_relax();
@@ -141,20 +154,35 @@ cf_block_wait_state(const int *state, int done, cf_event *ev,
             break;
         }
     }
-    if (spun) {
+    /* Then sleep without taking the GIL back in between (that would
+     * release it again with no hint, a dead spin for the completer). */
+    while (__atomic_load_n(state, __ATOMIC_ACQUIRE) < done) {
+        r = cf_event_wait(ev, deadline);
+        if (r <= 0) {
+            break;      /* deadline, or a signal: handled with the GIL */
+        }
+    }
+    if (r > 0) {
         /* the completer holds the GIL; wait until it lets go */
         cf_spin_for_gil();
     }
     Py_END_ALLOW_THREADS
     cf_hint_gil_acquired();
-    while (*state < done) {
-        int r = cf_event_wait_gil(ev, deadline);
-        if (r < 0) {
-            rc = -1;
-            break;
+    int rc = 0;
+    if (r < 0) {
+        /* EINTR: run the handlers, then go on waiting with the GIL. */
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
         }
-        if (r == 0) {
-            break;
+        while (*state < done) {
+            int w = cf_event_wait_gil(ev, deadline);
+            if (w < 0) {
+                rc = -1;
+                break;
+            }
+            if (w == 0) {
+                break;
+            }
         }
     }
     if (*state >= done) {
@@ -192,4 +220,10 @@ void
 cf_block_work_adapt(cf_time_t *budget, cf_time_t start)
 {
     *budget = cf_spin_adapt(*budget, cf_monotonic_ns() - start);
+}
+
+void
+cf_block_woken(cf_time_t posted_at)
+{
+    cf_wake_sample(posted_at, cf_monotonic_ns());
 }

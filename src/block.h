@@ -20,6 +20,7 @@
  * signal handlers regardless of SA_RESTART, which keeps Ctrl-C prompt). */
 typedef struct {
     sem_t sem;
+    cf_time_t posted_at;    /* last post, for cf_wake_sample() */
 } cf_event;
 
 void cf_event_init(cf_event *ev);
@@ -36,14 +37,43 @@ int cf_event_wait_gil(cf_event *ev, cf_time_t deadline);
 
 /* ------------------------------------------------------------ spinning */
 
-/* A cross-CPU futex wake-up costs ~25 us on these machines, more than a
- * whole task.  Threads about to sleep first spin for a bounded time, and
- * a GIL hand-off hint (set by our own threads around the GIL releases
+/* Threads about to sleep first spin, because a wake-up from a sleep costs
+ * more than a short task.  What a sleep costs is measured, not assumed:
+ * cf_wake_ns follows (EWMA) the time from each post to the sleeper it woke
+ * running again.  No spin lasts longer than that: spinning that long and
+ * then sleeping costs at most twice what the best choice in hindsight
+ * would (spin-then-block), so CPU stays bounded at any request rate.
+ * Within that cap each budget adapts to how long its waits really took,
+ * and a GIL hand-off hint (set by our own threads around the GIL releases
  * they make) tells a spinner when taking the GIL will not block.  Pure C,
  * process-wide, holds no PyObject; a stale hint only costs a spin. */
-#define CF_SPIN_NS 250000     /* most a waiter spins for a result or work */
-#define CF_SPIN_MIN_NS 1000   /* least: spinning that keeps failing decays */
-#define CF_SPIN_GIL_NS 60000  /* waiting for the GIL hint */
+#define CF_SPIN_MIN_NS 500          /* least budget: failing spins decay */
+#define CF_WAKE_INIT_NS 20000       /* cf_wake_ns before any sample */
+#define CF_WAKE_MIN_NS 2000         /* clamps of one sample: a preempted */
+#define CF_WAKE_MAX_NS 50000        /* sleeper is not a slow wake-up */
+
+extern cf_time_t cf_wake_ns;
+
+static inline cf_time_t
+cf_spin_cap(void)
+{
+    return __atomic_load_n(&cf_wake_ns, __ATOMIC_RELAXED);
+}
+
+/* A sleeper woke: fold now - posted_at into cf_wake_ns (a lost update
+ * between racing threads is harmless). */
+static inline void
+cf_wake_sample(cf_time_t posted_at, cf_time_t now)
+{
+    cf_time_t d = now - posted_at;
+    if (posted_at <= 0 || d <= 0) {
+        return;
+    }
+    d = d < CF_WAKE_MIN_NS ? CF_WAKE_MIN_NS
+                           : d > CF_WAKE_MAX_NS ? CF_WAKE_MAX_NS : d;
+    cf_time_t w = __atomic_load_n(&cf_wake_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&cf_wake_ns, w + (d - w) / 8, __ATOMIC_RELAXED);
+}
 
 static inline void
 cf_cpu_relax(void)
@@ -83,20 +113,23 @@ cf_hint_gil_acquired(void)
 
 /* Adaptive budget, from how long the wait really took: a wait that a
  * full spin would have covered grows the budget, a longer one halves it;
- * so waits that are long anyway (slow tasks) stop costing a CPU, and a
- * budget that decayed recovers as soon as waits get short again. */
+ * so waits that are long anyway (slow tasks, idle gaps) stop costing a
+ * CPU, and a budget that decayed recovers as soon as waits get short
+ * again.  Never above cf_spin_cap(). */
 static inline cf_time_t
 cf_spin_adapt(cf_time_t budget, cf_time_t waited)
 {
-    if (waited <= CF_SPIN_NS) {
+    cf_time_t cap = cf_spin_cap();
+    if (waited <= cap) {
         cf_time_t b = budget * 2 > waited * 2 ? budget * 2 : waited * 2;
-        return b > CF_SPIN_NS ? CF_SPIN_NS : b;
+        return b > cap ? cap : b;
     }
     budget /= 2;
     return budget < CF_SPIN_MIN_NS ? CF_SPIN_MIN_NS : budget;
 }
 
-/* Spin (GIL released) until the hint says the GIL is free, or budget. */
+/* Spin (GIL released) until the hint says the GIL is free, or for this
+ * thread's adaptive budget. */
 void cf_spin_for_gil(void);
 
 /* ------------------------------------------------------------- the waits */
@@ -116,5 +149,7 @@ int cf_block_wait_state(const int *state, int done, cf_event *ev,
 int cf_block_spin_for_work(int *nspinning, void *const *head, const int *stop,
                            const cf_time_t *budget, cf_time_t start);
 void cf_block_work_adapt(cf_time_t *budget, cf_time_t start);
+/* A worker woken from its sleep by a post made at posted_at. */
+void cf_block_woken(cf_time_t posted_at);
 
 #endif /* CF_BLOCK_H */

@@ -82,7 +82,8 @@ pool_new(PyObject *module)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->refcnt = 1;
-    p->spin_budget = CF_SPIN_NS;
+    p->spin_budget = cf_spin_cap();
+    p->posted_at = 0;
     p->start_lock = PyThread_allocate_lock();
     if (p->start_lock == NULL) {
         PyMem_RawFree(p);
@@ -418,6 +419,7 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     if (p->nsleeping > p->nwake
         && p->nqueued > __atomic_load_n(&p->nspinning, __ATOMIC_ACQUIRE)) {
         p->nwake++;
+        p->posted_at = cf_monotonic_ns();
         pthread_cond_signal(&p->cv);
     }
     if (p->idle > 0) {

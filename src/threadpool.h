@@ -62,6 +62,7 @@ typedef struct cf_pool {
     int nwake;              /* signals sent, not yet consumed */
     int nspinning;          /* atomic: workers spinning for work */
     cf_time_t spin_budget;  /* written under mu, read by the spinner */
+    cf_time_t posted_at;    /* under mu: when the last sleeper was signalled */
     int idle;               /* the stdlib's _idle_semaphore */
     int stopping;           /* shutdown / executor gone / exit: drain, exit */
     int broken;             /* initializer failed */

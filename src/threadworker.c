@@ -225,6 +225,7 @@ wait_for_work(cf_pool *p)
         p->nsleeping--;
         if (p->nwake > 0) {
             p->nwake--;
+            cf_block_woken(p->posted_at);
         }
     }
     w = p->broken ? NULL : queue_pop_locked(p);
