@@ -84,6 +84,8 @@ def fmt_value(v):
 def fmt_ratio(r):
     if r is None:
         return "-"
+    if r >= 100:
+        return "%.0fx" % r
     return ("%.1fx" if r >= 10 else "%.2fx") % r
 
 
@@ -226,31 +228,51 @@ def libs_line(env):
 # -------------------------------------------------------------- summary
 
 
+def _brief(row, label):
+    text = "%s %s" % (label, fmt_ratio(row.ratio))
+    if row.target is not None:
+        text += " (%s %s)" % (fmt_target(row.target), fmt_met(row.met))
+    others = ["%s %s" % (k, fmt_ratio(row.speedup(v)))
+              for k, v in row.others.items() if v is not None]
+    if others:
+        text += "; " + ", ".join(others)
+    return text
+
+
 def summary(parts, env, outputs, elapsed, quick):
-    """One screen: per part its rows' ratio and target, then the machine."""
-    w = 38
+    """One screen: per part its rows' ratio and target (rows named
+    'prefix: what' share a line), then the machine."""
     lines = ["", "=" * 78,
-             "Summary (%s run, %.0f s): %s" % ("quick" if quick else "full",
-                                               elapsed, RATIO_SAID.split(" (")[0])]
-    met = missed = 0
+             "Summary (%s run, %.0f s): ratio = stdlib time / cfutures time "
+             "(target: met or missed)" % ("quick" if quick else "full", elapsed)]
+    met = sum(r.met is True for p in parts for r in p.rows)
+    missed = sum(r.met is False for p in parts for r in p.rows)
     for p in parts:
-        lines.append("%s:%s" % (p.name, "" if p.rows or p.error or p.skipped
-                                else " no rows"))
+        lines.append(p.name + ":")
         if p.skipped:
             lines.append("  skipped: %s" % p.skipped)
+        groups = []             # [prefix, [(what, row)]]
         for r in p.rows:
-            line = "  %-*s %7s" % (w, r.name[:w], fmt_ratio(r.ratio))
-            if r.target is not None:
-                line += "  %-6s %s" % (fmt_target(r.target), fmt_met(r.met))
-                met += r.met is True
-                missed += r.met is False
-            others = ["%s %s" % (k, fmt_ratio(r.speedup(v)))
-                      for k, v in r.others.items() if v is not None]
-            if others:
-                line = "%-63s %s" % (line, ", ".join(others))
+            prefix, _, what = r.name.rpartition(": ")
+            if prefix and groups and groups[-1][0] == prefix:
+                groups[-1][1].append((what, r))
+            else:
+                groups.append([prefix, [(what, r)]])
+        for prefix, items in groups:
+            if len(items) == 1:         # a row alone: name, then figures
+                r = items[0][1]
+                lines.append("  %-38s %s" % (r.name, _brief(r, "").lstrip()))
+                continue
+            line = "  " + prefix + ": "
+            for i, (what, r) in enumerate(items):
+                piece = _brief(r, what) + (" | " if i < len(items) - 1 else "")
+                if len(line) + len(piece) > 100:
+                    lines.append(line.rstrip())
+                    line = "      "
+                line += piece
             lines.append(line.rstrip())
         if p.error:
-            lines.append("  CRASHED: %s" % p.error.splitlines()[-1])
+            lines.append("  CRASHED: %s" % p.error.strip().splitlines()[-1])
     lines.append("targets: %d met, %d missed" % (met, missed))
     lines.append(env_line(env))
     lines.append("third-party: " + libs_line(env))
@@ -322,7 +344,9 @@ def write_chart(path, parts, env, quick):
     try:
         import matplotlib
         matplotlib.use("Agg")
+        import matplotlib.patches
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed (pip install \".[bench]\")"
     libs = ["cfutures"] + [k for k in THIRD_PARTY
@@ -341,41 +365,47 @@ def write_chart(path, parts, env, quick):
         return "no row has a ratio to draw"
     bar_h = 0.8
     heights = [len(b) * bar_h + 0.6 for _, b in groups]
-    total = sum(heights)
-    fig, ax = plt.subplots(figsize=(10, 1.4 + 0.16 * total))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.16 * sum(heights)))
     y = 0.0
-    ticks, labels, seen = [], [], set()
+    ticks, labels = [], []
     values = [v for _, bars in groups for _, v in bars]
+    part_of = None
     for (label, bars), h in zip(groups, heights):
+        part = label.split(":", 1)[0]
+        if part_of is not None and part != part_of:
+            ax.axhline(y - 0.05, color="grey", linewidth=0.6)
+        part_of = part
         top = y + 0.3
         for i, (lib, v) in enumerate(bars):
             yy = top + i * bar_h
-            ax.barh(yy, v, height=bar_h * 0.9, color=COLOURS[lib],
-                    label=None if lib in seen else lib)
-            seen.add(lib)
+            ax.barh(yy, v, height=bar_h * 0.9, color=COLOURS[lib])
             ax.text(v * 1.04, yy, fmt_ratio(v), va="center", fontsize=6.5)
         ticks.append(top + (len(bars) - 1) * bar_h / 2)
         labels.append(label)
         y += h
     ax.set_xscale("log")
-    lo = min(min(values) * 0.7, 0.5)
-    hi = max(max(values) * 1.8, 2)
-    ax.set_xlim(lo, hi)
+    ax.set_xlim(min(min(values) * 0.7, 0.5), max(max(values) * 1.8, 2))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: "%gx" % v))
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(ticks)
     ax.set_yticklabels(labels, fontsize=7)
     ax.set_ylim(y, -0.2)
-    ax.set_xlabel("speed-up over concurrent.futures (stdlib time / its time, "
-                  "log scale; 1x = the stdlib)", fontsize=8)
-    ax.set_title("cfutures vs concurrent.futures%s: Python %s, %s build, %d "
-                 "CPUs, %s%s" % (
-                     "" if len(libs) == 1 else " and " + ", ".join(libs[1:]),
+    ax.set_xlabel("speed-up over concurrent.futures: stdlib time / its time "
+                  "(log scale; 1x = as fast as the stdlib, more is faster)",
+                  fontsize=8)
+    ax.set_title("cfutures vs concurrent.futures%s\nPython %s (%s build), "
+                 "%d CPUs, process pools: %s%s" % (
+                     "" if len(libs) == 1 else ", " + ", ".join(libs[1:]),
                      env["python"], env["build"], env["cpus"],
-                     env["start_method"], ", quick run" if quick else ""),
+                     env["start_method"], "; quick run" if quick else ""),
                  fontsize=9)
-    ax.grid(axis="x", which="both", linewidth=0.3, alpha=0.5)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.grid(axis="x", which="major", linewidth=0.3, alpha=0.6)
+    handles = [matplotlib.patches.Patch(color=COLOURS[lib], label=lib)
+               for lib in libs]
+    ax.legend(handles=handles, loc="lower center", ncol=len(libs),
+              fontsize=8, bbox_to_anchor=(0.5, 1.0 + 0.35 / fig.get_figheight()),
+              frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return None

@@ -232,7 +232,7 @@ def plan(ctx):
             ("chunked", "map %s items, chunksize=1000"
              % format(n["chunked"], ","),
              "us/task", lambda t: t / n["chunked"] * 1e6, 1.5),
-            ("cpu", "CPU job: 8 x spin(%s)" % format(n["cpu"], ","),
+            ("cpu", "CPU job, 8 x spin(%s)" % format(n["cpu"], ","),
              "ms/job", lambda t: t * 1e3, None),
             ("startup", "start + first result + shutdown", "ms/pool",
              lambda t: t * 1e3, 1.0),

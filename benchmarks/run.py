@@ -3,8 +3,8 @@ pebble when installed), every part, one table style, a Markdown report and
 a PNG chart.
 
 Parts: futures (Future, wait, as_completed), thread (ThreadPoolExecutor),
-process (ProcessPoolExecutor), interpreter (InterpreterPoolExecutor, 3.13+),
-load (light load, an oversubscribed machine, large payloads).  Each
+process (ProcessPoolExecutor), load (light load, an oversubscribed machine,
+large payloads), interpreter (InterpreterPoolExecutor, 3.13+).  Each
 workload runs every implementation in one process, alternating, over
 several rounds; the tables show the median (interpreter jobs: the best).
 Timings only report: the exit status is 0 unless a part crashed."""
@@ -21,7 +21,9 @@ if HERE not in sys.path:
 import _report  # noqa: E402
 from _common import import_cfutures  # noqa: E402
 
-PARTS = ["futures", "thread", "process", "interpreter", "load"]
+# interpreter last: CPython 3.13.0 aborts a fork() child while a
+# sub-interpreter exists, and the other parts fork process pools
+PARTS = ["futures", "thread", "process", "load", "interpreter"]
 DEFAULT_REPORT = os.path.join(HERE, "out", "report.md")
 
 
@@ -39,6 +41,7 @@ class Part:
         self.error = None
         self.skipped = None
         self.steps = []
+        self.cleanups = []
 
 
 class Context:
@@ -57,6 +60,10 @@ class Context:
 
     def row(self, *args, **kwargs):
         return _report.Row(self.part.name, *args, **kwargs)
+
+    def cleanup(self, fn):
+        """fn() runs when the part is over, even if it crashed."""
+        self.part.cleanups.append(fn)
 
     def skip(self, reason):
         raise Skip(reason)
@@ -183,6 +190,11 @@ def run(opts):
             for row in rows:
                 part.rows.append(row)
                 out(_report.text_line(_report.cells(row)))
+        for fn in part.cleanups:
+            try:
+                fn()
+            except Exception:
+                part.error = part.error or traceback.format_exc()
         for note in part.notes[known:]:
             out(note)
         if part.error:
