@@ -243,8 +243,8 @@ def summary(parts, env, outputs, elapsed, quick):
     """One screen: per part its rows' ratio and target (rows named
     'prefix: what' share a line), then the machine."""
     lines = ["", "=" * 78,
-             "Summary (%s run, %.0f s): ratio = stdlib time / cfutures time "
-             "(target: met or missed)" % ("quick" if quick else "full", elapsed)]
+             "Summary (%s run, %.0f s): each row's ratio, and its target "
+             "(met or missed)" % ("quick" if quick else "full", elapsed)]
     met = sum(r.met is True for p in parts for r in p.rows)
     missed = sum(r.met is False for p in parts for r in p.rows)
     for p in parts:

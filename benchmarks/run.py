@@ -11,6 +11,7 @@ Timings only report: the exit status is 0 unless a part crashed."""
 import argparse
 import os
 import sys
+import textwrap
 import time
 import traceback
 
@@ -73,16 +74,18 @@ def parse_args(argv, part=None):
     alone = part is not None
     ap = argparse.ArgumentParser(
         prog=None if not alone else "bench_%s.py" % part,
-        description=__doc__.split("\n\n")[0].replace("\n", " ")
-        + (" (this script: the %s part alone; the same options as "
-           "benchmarks/run.py, which runs every part)" % part if alone else ""),
+        description=textwrap.fill(
+            __doc__.split("\n\n")[0].replace("\n", " ")
+            + (" This script: the %s part alone (benchmarks/run.py runs "
+               "every part), with the same options." % part if alone else ""),
+            78),
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="smaller workloads, fewer rounds (CI's smoke run)")
     ap.add_argument("--rounds", type=int, metavar="N",
-                    help="rounds per workload in every part (default: 5, or "
-                    "3 with --quick; interpreter jobs 3, or 1)")
+                    help="rounds per workload in every part (default: each "
+                    "part's own, 3 to 5, fewer with --quick)")
     ap.add_argument("--only", metavar="PART[,PART]",
                     default=part or ",".join(PARTS),
                     help="parts to run, in this order (default: %s)"
@@ -90,7 +93,7 @@ def parse_args(argv, part=None):
     ap.add_argument("--report", metavar="PATH",
                     default=None if alone else DEFAULT_REPORT,
                     help="write the Markdown report there (default: %s)"
-                    % ("none" if alone else os.path.relpath(DEFAULT_REPORT)))
+                    % ("none" if alone else "benchmarks/out/report.md"))
     ap.add_argument("--no-report", action="store_true",
                     help="write no Markdown report")
     ap.add_argument("--chart", metavar="PATH",
