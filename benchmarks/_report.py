@@ -364,7 +364,7 @@ def write_chart(path, parts, env, quick):
     if not groups:
         return "no row has a ratio to draw"
     bar_h = 0.8
-    heights = [len(b) * bar_h + 0.6 for _, b in groups]
+    heights = [len(b) * bar_h + 0.5 for _, b in groups]
     fig, ax = plt.subplots(figsize=(10, 1.6 + 0.16 * sum(heights)))
     y = 0.0
     ticks, labels = [], []
@@ -373,7 +373,7 @@ def write_chart(path, parts, env, quick):
     for (label, bars), h in zip(groups, heights):
         part = label.split(":", 1)[0]
         if part_of is not None and part != part_of:
-            ax.axhline(y - 0.05, color="grey", linewidth=0.6)
+            ax.axhline(y - 0.35, color="grey", linewidth=0.6)
         part_of = part
         top = y + 0.3
         for i, (lib, v) in enumerate(bars):
