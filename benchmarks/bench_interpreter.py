@@ -96,17 +96,16 @@ def plan(ctx):
     # sub-interpreter exists, so every forking pool is started (its
     # workers forked) before the first interpreter pool exists.
     kinds = [("ThreadPool", lambda: cf.ThreadPoolExecutor(WORKERS)),
-             ("ProcessPool (%s)" % method,
-              lambda: cf.ProcessPoolExecutor(WORKERS))]
+             ("ProcessPool", lambda: cf.ProcessPoolExecutor(WORKERS))]
     std_interp = getattr(cf, "InterpreterPoolExecutor", None)   # 3.14+
     if std_interp is not None:
         kinds.append(("InterpreterPool", lambda: std_interp(WORKERS)))
     mine = "cfutures"
     kinds.append((mine, lambda: ctx.cf.InterpreterPoolExecutor(WORKERS)))
     ctx.note("cfutures column: cfutures.InterpreterPoolExecutor; stdlib "
-             "column: the stdlib executor the row names (or serial); jobs "
-             "best of %d rounds, start-up median of %d fresh pools."
-             % (repeat, repeat))
+             "column: the stdlib executor the row names (ProcessPool starts "
+             "with %r), or a serial loop; jobs best of %d rounds, start-up "
+             "median of %d fresh pools." % (method, repeat, repeat))
 
     startup, times, trips = {}, {}, {}
     pools = []

@@ -169,7 +169,7 @@ def run(opts):
         out()
         out("## %s: %s" % (part.name, part.title))
         for note in part.notes:
-            out(note)
+            out(textwrap.fill(note, 100))
         known = len(part.notes)
         if part.skipped:
             out("skipped: " + part.skipped)
@@ -199,7 +199,7 @@ def run(opts):
             except Exception:
                 part.error = part.error or traceback.format_exc()
         for note in part.notes[known:]:
-            out(note)
+            out(textwrap.fill(note, 100))
         if part.error:
             out("CRASHED: %s (traceback on stderr)"
                 % part.error.splitlines()[-1])
