@@ -147,7 +147,7 @@ class Progress:
     def step(self, i, text):
         line = "[%d/%d] %s ..." % (i, self.total, text)
         if self.tty:
-            width = max(20, _term_width() - 1)
+            width = max(40, _term_width() - 1)
             self.stream.write("\r\033[K" + line[:width])
             self.shown = True
         else:
@@ -163,7 +163,7 @@ class Progress:
 
 def _term_width():
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
     except (OSError, ValueError):
         return 80
 
