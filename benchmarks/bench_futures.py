@@ -1,28 +1,25 @@
-"""Side-by-side micro-benchmarks: concurrent.futures vs cfutures.
+"""Future, wait, as_completed: the per-operation cost, no pool involved.
 
-    python benchmarks/bench_futures.py [--rounds N] [--quick]
+  create+set_result+result  Future(), set_result(), result(), per future
+  as_completed N finished   as_completed() over N finished futures, per
+                            future it yields
+  wait FIRST_COMPLETED      wait() over 1,000 pending futures + 1 finished
+                            one, return_when=FIRST_COMPLETED, per call
 
-Operations (each reported as the median per-operation cost over the rounds,
-the two implementations alternating inside every round):
+Target: >= 10x each.
 
-  create+set_result+result  Future(), set_result(), result()       per future
-  as_completed finished     as_completed() over 200,000 finished futures
-                                                                   per future
-  wait FIRST_COMPLETED      wait() over 1,000 pending + 1 finished future,
-                            return_when=FIRST_COMPLETED            per call
-
-The ratio column is stdlib / cfutures (higher is better for cfutures); the
-target is >= 10x.  The script always exits 0: it reports, it does not judge a
-build (timings on a shared machine are not test material).
+    python3 benchmarks/bench_futures.py [--quick] [--rounds N] [...]
+    (the futures part of benchmarks/run.py, the same options)
 """
 
-import argparse
 import concurrent.futures
 import sys
 import time
 
-from _common import import_cfutures, run_alternating
+from _common import run_alternating
 
+TITLE = "Future, as_completed, wait"
+ROUNDS = (5, 3)
 TARGET = 10.0
 
 
@@ -66,60 +63,33 @@ def bench_wait(mod, calls, pending=1000):
     return elapsed / calls
 
 
-def fmt_time(seconds):
-    if seconds < 1e-6:
-        return "%7.1f ns" % (seconds * 1e9)
-    if seconds < 1e-3:
-        return "%7.2f us" % (seconds * 1e6)
-    return "%7.2f ms" % (seconds * 1e3)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per case (default 5, or 3 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller workloads and 3 rounds (smoke run)")
-    args = parser.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
-
+def plan(ctx):
     mods = {"stdlib": concurrent.futures}
-    cfutures = import_cfutures()
-    if cfutures is not None:
-        mods["cfutures"] = cfutures
-
-    if args.quick:
-        sizes = {"create": 20_000, "as_completed": 20_000, "wait": 100}
+    if ctx.cf is not None:
+        mods["cfutures"] = ctx.cf
+    if ctx.quick:
+        n_create, n_ac, n_wait = 20_000, 20_000, 100
     else:
-        sizes = {"create": 200_000, "as_completed": 200_000, "wait": 1_000}
+        n_create, n_ac, n_wait = 200_000, 200_000, 1_000
+    ctx.note("Median over %d rounds, the two implementations alternating."
+             % ctx.rounds)
 
-    cases = [
-        ("create+set_result+result", "per future", bench_create, sizes["create"]),
-        ("as_completed %d finished" % sizes["as_completed"], "per future",
-         bench_as_completed, sizes["as_completed"]),
-        ("wait FIRST_COMPLETED 1000+1", "per call", bench_wait, sizes["wait"]),
+    def step(name, fn, n):
+        def run():
+            med = run_alternating(fn, mods, ctx.rounds, n)
+            return [ctx.row(name, "us/op", med["stdlib"] * 1e6,
+                            med["cfutures"] * 1e6 if "cfutures" in med else None,
+                            TARGET)]
+        return name, run
+
+    return [
+        step("create+set_result+result", bench_create, n_create),
+        step("as_completed %s finished" % format(n_ac, ","),
+             bench_as_completed, n_ac),
+        step("wait FIRST_COMPLETED 1,000+1", bench_wait, n_wait),
     ]
-
-    print("Python %s, %d rounds, median per operation" % (sys.version.split()[0], rounds))
-    header = "%-30s %-11s %11s %11s %8s  %s" % (
-        "operation", "unit", "stdlib", "cfutures", "ratio", "target %gx" % TARGET)
-    print(header)
-    print("-" * len(header))
-    for label, unit, fn, arg in cases:
-        med = run_alternating(fn, mods, rounds, arg)
-        if "cfutures" in med:
-            ratio = med["stdlib"] / med["cfutures"]
-            verdict = "PASS" if ratio >= TARGET else "FAIL"
-            print("%-30s %-11s %11s %11s %7.1fx  %s" % (
-                label, unit, fmt_time(med["stdlib"]), fmt_time(med["cfutures"]), ratio, verdict))
-        else:
-            print("%-30s %-11s %11s %11s %8s  %s" % (
-                label, unit, fmt_time(med["stdlib"]), "-", "-", "n/a"))
-        sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+    sys.exit(run.main(part="futures"))

@@ -1,24 +1,26 @@
-"""Side by side, one run: a CPU-bound pure-Python job run serially and on
-2 workers of the stdlib's ThreadPoolExecutor, the stdlib's
-ProcessPoolExecutor, the stdlib's own InterpreterPoolExecutor (3.14+) and
-cfutures.InterpreterPoolExecutor; plus each pool's start-up cost and
-trivial-task round trip.
+"""InterpreterPoolExecutor: a CPU-bound pure-Python job on 2 workers.
 
-    nice python benchmarks/bench_interpreter.py [--tasks 8] [--n 3000000]
-                                                [--repeat 3] [--quick]
+In this part the cfutures column is always cfutures.InterpreterPoolExecutor
+and the stdlib column is what the row names: a serial loop in one thread,
+the stdlib's ThreadPoolExecutor, its ProcessPoolExecutor (default start
+method) or, on 3.14+, its own InterpreterPoolExecutor.
 
-Job time is measured on a started (warmed-up) pool; start-up is the time
-from the constructor to both workers having answered a trivial task.
-Job times are the best of --repeat interleaved rounds (the order
-reversed every other round); start-up is
-the median of --repeat fresh pools.  Exits 0; on Pythons where the
-interpreter pool is unsupported it says so and stops.
+  N x spin(n)        a job of N pure-Python loops of n iterations, on a
+                     started pool; the best of the rounds (run interleaved,
+                     the order reversed every other round)
+  start-up           constructor until both workers answered a trivial
+                     task, then shutdown excluded; median of the rounds
+  round trip         submit(trivial).result(), one at a time; median of 200
+
+Targets: the big job >= 1.8x faster than serial, and every job no slower
+than the stdlib's pools.  Needs CPython 3.13+ (else the part is skipped).
+
+    python3 benchmarks/bench_interpreter.py [--quick] [--rounds N] [...]
+    (the interpreter part of benchmarks/run.py, the same options)
 """
-import argparse
 import concurrent.futures as cf
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,19 +28,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)    # _interp_work: importable by the workers too
 
-from _common import import_cfutures  # noqa: E402
 from _interp_work import noop_arg, spin  # noqa: E402
 
+TITLE = "InterpreterPoolExecutor (2 workers)"
+ROUNDS = (3, 1)
 WORKERS = 2
-
-
-def best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def start_pool(make):
@@ -69,127 +63,118 @@ def startup_cost(make, repeat):
     return statistics.median(times)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=8)
-    ap.add_argument("--n", type=int, default=3_000_000,
-                    help="loop iterations per task")
-    ap.add_argument("--small-tasks", type=int, default=400,
-                    help="second job: many short tasks (0 to skip)")
-    ap.add_argument("--small-n", type=int, default=30_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--quick", action="store_true",
-                    help="smaller job, one round (benchmarks/run.py --quick)")
-    args = ap.parse_args()
-    if args.quick:
-        args.tasks, args.n, args.repeat = 4, 1_000_000, 1
-        args.small_tasks, args.small_n = 100, 30_000
+def on(ex, work, expected):
+    def run():
+        assert list(ex.map(spin, work)) == expected
+    return run
 
-    cfutures = import_cfutures("InterpreterPoolExecutor")
-    if cfutures is None:
-        return 1
+
+def short(n):
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return "%dM" % (n // 1_000_000)
+    if n >= 1000 and n % 1000 == 0:
+        return "%dk" % (n // 1000)
+    return str(n)
+
+
+def plan(ctx):
+    if ctx.cf is None:
+        ctx.skip("cfutures does not import")
     try:
-        probe = cfutures.InterpreterPoolExecutor(1)
+        probe = ctx.cf.InterpreterPoolExecutor(1)
     except NotImplementedError as e:
-        print(f"bench_interpreter: skipped: {e}")
-        return 0
+        ctx.skip(str(e))
     probe.shutdown()
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count()
-    jobs = [(f"{args.tasks} x spin({args.n:,})", args.tasks, args.n)]
-    if args.small_tasks:
-        jobs.append((f"{args.small_tasks} x spin({args.small_n:,})",
-                     args.small_tasks, args.small_n))
-    print(f"Python {platform.python_version()} on {platform.machine()}, "
-          f"{cpus} CPUs available; {WORKERS} workers; jobs: "
-          + ", ".join(j[0] for j in jobs)
-          + f"; best of {args.repeat} interleaved rounds; "
-          f"load average {os.getloadavg()[0]:.2f}")
-
-    def serial(work, expected):
-        def run():
-            assert [spin(n) for n in work] == expected
-        return run
-
-    def on(ex, work, expected):
-        def run():
-            assert list(ex.map(spin, work)) == expected
-        return run
-
+    if ctx.quick:
+        jobs = [(4, 1_000_000), (100, 30_000)]
+    else:
+        jobs = [(8, 3_000_000), (400, 30_000)]
+    repeat = ctx.rounds
+    method = multiprocessing.get_start_method()
     # Order matters: CPython 3.13.0 aborts a fork() child while any
     # sub-interpreter exists, so every forking pool is started (its
     # workers forked) before the first interpreter pool exists.
-    fork_ctx = multiprocessing.get_context("fork")
-    spawn_ctx = multiprocessing.get_context("spawn")
-    kinds = [
-        ("stdlib ThreadPoolExecutor",
-         lambda: cf.ThreadPoolExecutor(WORKERS)),
-        ("stdlib ProcessPoolExecutor (fork)",
-         lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=fork_ctx)),
-        ("stdlib ProcessPoolExecutor (spawn)",
-         lambda: cf.ProcessPoolExecutor(WORKERS, mp_context=spawn_ctx)),
-    ]
+    kinds = [("ThreadPool", lambda: cf.ThreadPoolExecutor(WORKERS)),
+             ("ProcessPool", lambda: cf.ProcessPoolExecutor(WORKERS))]
     std_interp = getattr(cf, "InterpreterPoolExecutor", None)   # 3.14+
     if std_interp is not None:
-        kinds.append(("stdlib InterpreterPoolExecutor",
-                      lambda: std_interp(WORKERS)))
-    kinds.append(("cfutures.InterpreterPoolExecutor",
-                  lambda: cfutures.InterpreterPoolExecutor(WORKERS)))
-    startup = {name: startup_cost(make, args.repeat) for name, make in kinds}
-    pools = [(name, start_pool(make)) for name, make in kinds]
+        kinds.append(("InterpreterPool", lambda: std_interp(WORKERS)))
+    mine = "cfutures"
+    kinds.append((mine, lambda: ctx.cf.InterpreterPoolExecutor(WORKERS)))
+    ctx.note("cfutures column: cfutures.InterpreterPoolExecutor; stdlib "
+             "column: the stdlib executor the row names (ProcessPool starts "
+             "with %r), or a serial loop; jobs best of %d rounds, start-up "
+             "median of %d fresh pools." % (method, repeat, repeat))
 
-    # Interleave the runs (one of each per round, best kept) so that a
-    # shared, noisy machine penalises every executor alike.
-    names = ["serial (1 thread)"] + [n for n, _ in pools]
-    times = {}
-    try:
-        for r in range(args.repeat):
-            for label, ntasks, n in jobs:
+    startup, times, trips = {}, {}, {}
+    pools = []
+
+    def close():
+        while pools:
+            pools.pop()[1].shutdown(wait=True)
+    ctx.cleanup(close)
+
+    steps = []
+    for name, make in kinds:
+        def measure(name=name, make=make):
+            startup[name] = startup_cost(make, repeat)
+            return []
+        steps.append(("start-up, %s" % name, measure))
+
+    def start_all():
+        for name, make in kinds:
+            pools.append((name, start_pool(make)))
+        return []
+    steps.append(("starting the pools", start_all))
+
+    for r in range(repeat):
+        for ntasks, n in jobs:
+            def one(r=r, ntasks=ntasks, n=n):
                 work = [n] * ntasks
                 expected = [spin(n)] * ntasks
-                runners = [(names[0], serial(work, expected))] + [
+
+                def serial():
+                    assert [spin(x) for x in work] == expected
+                runners = [("serial", serial)] + [
                     (name, on(ex, work, expected)) for name, ex in pools]
                 if r % 2:
                     runners.reverse()   # no executor always runs last
-                for name, run in runners:
-                    t = best(run, 1)
-                    times[label, name] = min(times.get((label, name), t), t)
-        trips = {name: round_trip(ex) for name, ex in pools}
-    finally:
-        for _, ex in pools:
-            ex.shutdown(wait=True)
+                for name, fn in runners:
+                    t0 = time.perf_counter()
+                    fn()
+                    t = time.perf_counter() - t0
+                    key = (ntasks, n, name)
+                    times[key] = min(times.get(key, t), t)
+                return []
+            steps.append(("round %d/%d, %d x spin(%s)"
+                          % (r + 1, repeat, ntasks, short(n)), one))
 
-    proc = "stdlib ProcessPoolExecutor (fork)"
-    interp = "cfutures.InterpreterPoolExecutor"
-    print()
-    print("| executor (2 workers) | "
-          + " | ".join(f"{label}: time (speed-up)" for label, _, _ in jobs)
-          + " | pool start-up (vs ProcessPool fork) | trivial task round trip |")
-    print("|---|" + "---:|" * (len(jobs) + 2))
-    for name in names:
-        cells = []
-        for label, _, _ in jobs:
-            t = times[label, name]
-            cells.append(f"{t:.3f} s ({times[label, names[0]] / t:.2f}x)")
-        if name in startup:
-            cells.append(f"{startup[name] * 1e3:.1f} ms "
-                         f"({startup[name] / startup[proc]:.2f}x)")
-            cells.append(f"{trips[name] * 1e6:.0f} us")
-        else:
-            cells += ["-", "-"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"(load average at the end: {os.getloadavg()[0]:.2f}; "
-          f"start-up is the median of {args.repeat} fresh pools)")
-    print()
-    for label, _, _ in jobs:
-        mine = times[label, interp]
-        others = ", ".join(f"{name} {times[label, name] / mine:.2f}x"
-                           for name in names[1:] if name != interp)
-        print(f"{label}: InterpreterPoolExecutor {times[label, names[0]] / mine:.2f}x"
-              f" faster than serial; vs {others}")
-    return 0
+    def rows():
+        for name, ex in pools:
+            trips[name] = round_trip(ex)
+        close()
+        out = []
+        for ntasks, n in jobs:
+            label = "%d x spin(%s)" % (ntasks, short(n))
+            for base in ["serial"] + [k for k, _ in kinds if k != mine]:
+                target = 1.8 if base == "serial" and ntasks == jobs[0][0] \
+                    else (None if base == "serial" else 1.0)
+                out.append(ctx.row(
+                    "%s: vs %s" % (label, base), "ms/job",
+                    times[ntasks, n, base] * 1e3,
+                    times[ntasks, n, mine] * 1e3, target))
+        for base, _ in kinds[1:-1]:
+            out.append(ctx.row("start-up: vs %s" % base, "ms/pool",
+                               startup[base] * 1e3, startup[mine] * 1e3))
+        for base, _ in kinds[:-1]:
+            out.append(ctx.row("round trip: vs %s" % base, "us/trip",
+                               trips[base] * 1e6, trips[mine] * 1e6))
+        return out
+    steps.append(("round trips", rows))
+    return steps
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+    sys.exit(run.main(part="interpreter"))

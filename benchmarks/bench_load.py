@@ -1,7 +1,5 @@
-"""Side-by-side benchmark at every load: light load with idle gaps, CPU spent
-per request, an oversubscribed machine, large payloads.
-
-    python benchmarks/bench_load.py [--rounds N] [--quick]
+"""At every load: light load with idle gaps, CPU spent per request, an
+oversubscribed machine, large payloads.
 
   light load     one trivial task at a time on a 4-worker pool: submit, wait
                  for its result, sleep for the gap, repeat (a server handing
@@ -13,27 +11,27 @@ per request, an oversubscribed machine, large payloads.
   large payloads 64 tasks taking and returning 1 MB (process pool), against
                  what one memory copy of those bytes costs on this machine.
 
-Ratios are stdlib / cfutures (higher is better for cfutures), for time and
-for CPU.  Targets (issue 11): light-load latency ratio >= 1 with gaps of
-0.5 ms and more; CPU ratio >= 0.5 at every gap (cfutures spends at most
-twice the stdlib's CPU); every oversubscribed row >= 1; large payloads
->= 2.  The script always exits 0: it reports, it does not judge a build.
+Targets (issue 11): light-load round trip >= 1x with gaps of 0.5 ms and
+more; CPU >= 0.5x at every gap (cfutures spends at most twice the stdlib's
+CPU); every oversubscribed row >= 1x; large payloads >= 2x.
+
+    python3 benchmarks/bench_load.py [--quick] [--rounds N] [...]
+    (the load part of benchmarks/run.py, the same options)
 """
 
-import argparse
 import concurrent.futures
-import multiprocessing as mp
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from _common import import_cfutures, run_alternating
+from _common import run_alternating
 # the oversubscribed rows are bench_thread's own cases, run beside busy processes
 from bench_thread import bench_map, bench_round_trip, bench_submit_all
 
+TITLE = "light load, an oversubscribed machine, large payloads"
+ROUNDS = (5, 3)
 LIGHT_WORKERS = 4
 
 
@@ -116,38 +114,19 @@ def memcpy_time(size=PAYLOAD, reps=200):
     return best
 
 
-def fmt_time(seconds):
-    if seconds < 1e-6:
-        return "%.0f ns" % (seconds * 1e9)
-    if seconds < 1e-3:
-        return "%.1f us" % (seconds * 1e6)
-    return "%.2f ms" % (seconds * 1e3)
-
-
-def table(cols):
-    fmt = "|" + "|".join(" %%%s%ds " % ("-" if a == "<" else "", w)
-                         for _, w, a in cols) + "|"
-    print(fmt % tuple(name for name, _, _ in cols))
-    print("|" + "|".join("-" * (w + 2) if a == "<" else "-" * (w + 1) + ":"
-                         for _, w, a in cols) + "|")
-    return fmt
-
-
-def verdict(ratio, target):
-    return "PASS" if ratio >= target else "FAIL"
-
-
 class Hogs:
-    """`n` busy Python processes, for the length of a with-block."""
+    """`n` busy Python processes, for the length of a with-block (each also
+    ends by itself when its parent is gone)."""
 
     def __init__(self, n):
         self.n = n
         self.procs = []
 
     def __enter__(self):
+        code = ("import os\np = os.getppid()\n"
+                "while os.getppid() == p:\n    pass\n")
         for _ in range(self.n):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-c", "while True: pass"]))
+            self.procs.append(subprocess.Popen([sys.executable, "-c", code]))
         time.sleep(0.2)
         return self
 
@@ -158,102 +137,82 @@ class Hogs:
             p.wait()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per case (default 5; 3 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer requests and 3 rounds (smoke run)")
-    args = parser.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
-    scale = 5 if args.quick else 1
+def gap_name(gap):
+    if not gap:
+        return "no gap"
+    if gap < 1e-3:
+        return "gap %g us" % (gap * 1e6)
+    return "gap %g ms" % (gap * 1e3)
 
-    mods = {"stdlib": concurrent.futures}
-    cf = import_cfutures("ThreadPoolExecutor")
-    if cf is None:
-        return 0
-    mods["cfutures"] = cf
-    start = mp.get_start_method()
-    print("Python %s (%s), %s, %d CPUs, process pools start with %r" % (
-        platform.python_version(), platform.python_implementation(),
-        platform.machine(), os.cpu_count() or 0, start))
 
-    # -- light load
+def plan(ctx):
+    if ctx.cf is None:
+        ctx.skip("cfutures does not import")
+    mods = {"stdlib": concurrent.futures, "cfutures": ctx.cf}
+    rounds = ctx.rounds
+    scale = 5 if ctx.quick else 1
     n_light = 1500 // scale
-    print()
-    print("Light load: one request at a time, %d requests per round, "
-          "%d workers; median round trip and CPU per request "
-          "(ratio = stdlib / cfutures)" % (n_light, LIGHT_WORKERS))
-    print()
-    fmt = table([("pool, gap", 18, "<"), ("stdlib", 8, ">"), ("cfutures", 8, ">"),
-                 ("ratio", 6, ">"), ("CPU stdlib", 10, ">"),
-                 ("CPU cfutures", 12, ">"), ("ratio", 6, ">"), ("result", 6, "<")])
-    sys.stdout.flush()
+    n_bulk, n_rt = 20_000 // scale, 5_000 // scale
+    n_large = 64
+    ncpu = os.cpu_count() or 1
+    ctx.note("Light load: one request at a time, %d per round, %d workers, "
+             "median round trip; CPU per request counts the whole process and "
+             "the pool's worker processes. Oversubscribed: %d busy processes "
+             "beside the benchmark on %d CPUs, thread pool, 2 workers. "
+             "Median over %d rounds, the implementations alternating."
+             % (n_light, LIGHT_WORKERS, ncpu, ncpu, rounds))
+    steps = []
+
     for kind in ("thread", "process"):
         for gap in (0.0, 1e-4, 5e-4, 2e-3):
-            n = n_light if kind == "thread" or gap else n_light
-            samples = {k: [] for k in mods}
-            for r in range(rounds):
-                order = list(mods.items())
-                if r % 2:
-                    order.reverse()
-                for name, mod in order:
-                    samples[name].append(light_load(mod, kind, gap, n))
-            lat = {k: statistics.median(s[0] for s in v) for k, v in samples.items()}
-            cpu = {k: statistics.median(s[1] for s in v) for k, v in samples.items()}
-            lr = lat["stdlib"] / lat["cfutures"]
-            cr = cpu["stdlib"] / cpu["cfutures"]
-            ok = cr >= 0.5 and (gap < 5e-4 or lr >= 1.0)
-            print(fmt % ("%s, %s" % (kind, "none" if not gap else fmt_time(gap)),
-                         fmt_time(lat["stdlib"]), fmt_time(lat["cfutures"]),
-                         "%.2fx" % lr, fmt_time(cpu["stdlib"]),
-                         fmt_time(cpu["cfutures"]), "%.2fx" % cr,
-                         "PASS" if ok else "FAIL"))
-            sys.stdout.flush()
+            def light(kind=kind, gap=gap):
+                samples = {k: [] for k in mods}
+                for r in range(rounds):
+                    order = list(mods.items())
+                    if r % 2:
+                        order.reverse()
+                    for name, mod in order:
+                        samples[name].append(light_load(mod, kind, gap, n_light))
+                lat = {k: statistics.median(s[0] for s in v) * 1e6
+                       for k, v in samples.items()}
+                cpu = {k: statistics.median(s[1] for s in v) * 1e6
+                       for k, v in samples.items()}
+                name = "%s pool, %s" % (kind, gap_name(gap))
+                return [ctx.row(name + ": round trip", "us/trip",
+                                lat["stdlib"], lat["cfutures"],
+                                1.0 if gap >= 5e-4 else None),
+                        ctx.row(name + ": CPU", "us CPU/req",
+                                cpu["stdlib"], cpu["cfutures"], 0.5)]
+            steps.append(("light load, %s pool, %s" % (kind, gap_name(gap)),
+                          light))
 
-    # -- oversubscribed
-    n_bulk, n_rt = 20_000 // scale, 5_000 // scale
-    ncpu = os.cpu_count() or 1
-    print()
-    print("Oversubscribed: %d busy processes beside the benchmark on %d CPUs; "
-          "thread pool, 2 workers, median cost per task" % (ncpu, ncpu))
-    print()
-    fmt = table([("case", 32, "<"), ("stdlib", 9, ">"), ("cfutures", 9, ">"),
-                 ("ratio", 6, ">"), ("result", 6, "<")])
-    sys.stdout.flush()
-    with Hogs(ncpu):
-        for label, fn, n in [
-                ("submit %s, then result() each" % format(n_bulk, ","),
-                 bench_submit_all, n_bulk),
-                ("map over %s items" % format(n_bulk, ","), bench_map, n_bulk),
-                ("submit().result() one at a time", bench_round_trip, n_rt)]:
-            med = run_alternating(fn, mods, rounds, n)
-            ratio = med["stdlib"] / med["cfutures"]
-            print(fmt % (label, fmt_time(med["stdlib"]), fmt_time(med["cfutures"]),
-                         "%.2fx" % ratio, verdict(ratio, 1.0)))
-            sys.stdout.flush()
+    for label, unit, fn, n in [
+            ("submit+result %s" % format(n_bulk, ","), "us/task",
+             bench_submit_all, n_bulk),
+            ("map %s items" % format(n_bulk, ","), "us/task", bench_map, n_bulk),
+            ("submit().result()", "us/trip", bench_round_trip, n_rt)]:
+        def busy(label=label, unit=unit, fn=fn, n=n):
+            with Hogs(ncpu):
+                med = run_alternating(fn, mods, rounds, n)
+            return [ctx.row("oversubscribed: " + label, unit,
+                            med["stdlib"] * 1e6, med["cfutures"] * 1e6, 1.0)]
+        steps.append(("oversubscribed, " + label, busy))
 
-    # -- large payloads
-    n_large = 64
-    copy = memcpy_time()
-    print()
-    print("Large payloads: %d tasks taking and returning 1 MB, process pool "
-          "(2 workers); one 1 MB copy costs %s here (%.1f GB/s)"
-          % (n_large, fmt_time(copy), PAYLOAD / copy / 1e9))
-    print()
-    fmt = table([("case", 32, "<"), ("stdlib", 9, ">"), ("cfutures", 9, ">"),
-                 ("ratio", 6, ">"), ("copies", 12, ">"), ("result", 6, "<")])
-    med = run_alternating(bench_large, mods, rounds, n_large)
-    ratio = med["stdlib"] / med["cfutures"]
-    print(fmt % ("map(echo, 1 MB) per task", fmt_time(med["stdlib"]),
-                 fmt_time(med["cfutures"]), "%.2fx" % ratio,
-                 "%.1f vs %.1f" % (med["stdlib"] / copy, med["cfutures"] / copy),
-                 verdict(ratio, 2.0)))
-    print("(copies: each implementation's time per task in 1 MB memory copies)")
-    return 0
+    def large():
+        copy = memcpy_time()
+        med = run_alternating(bench_large, mods, rounds, n_large)
+        mbs = {k: PAYLOAD / 1e6 / v for k, v in med.items()}
+        ctx.note("Large payloads: one 1 MB memory copy costs %.1f us here "
+                 "(%.1f GB/s); per task the stdlib spends %.0f copies' time, "
+                 "cfutures %.0f." % (copy * 1e6, PAYLOAD / copy / 1e9,
+                                     med["stdlib"] / copy,
+                                     med["cfutures"] / copy))
+        return [ctx.row("large payloads: map(echo, 1 MB) x %d" % n_large,
+                        "MB/s", mbs["stdlib"], mbs["cfutures"], 2.0)]
+    steps.append(("large payloads", large))
+    return steps
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+    sys.exit(run.main(part="load"))

@@ -1,37 +1,37 @@
-"""Process pools side by side: cfutures vs the stdlib (and loky, mpire).
+"""ProcessPoolExecutor: cfutures, the stdlib, and loky, mpire, pebble's
+ProcessPool when installed, on the same workloads.
 
-Five cases, 2 workers, a trivial task unless said otherwise; every round
-runs each implementation in turn (alternating order), the table shows the
-median over rounds and, per implementation, the speed-up over the stdlib
-(stdlib time / its time; >1 means faster).
+2 workers, a trivial task unless said otherwise; every round runs each
+implementation in turn (the order reversed every other round); median over
+the rounds.  Pools are warm (every worker has run a task) except in
+start-up.  All use the running Python's default start method, except loky,
+which always starts its workers its own way (spawn-like, cloudpickle).
 
-    map1       map() over 20,000 items, chunksize=1
-    submit     submit 20,000 tasks, then wait for each result
-    chunked    map() over 200,000 items, chunksize=1000
-    startup    pool start + first result + shutdown
-    payload    64 tasks taking and returning 1 MB bytes objects
+  map, chunksize=1      map() over 20,000 items
+  submit, wait each     submit 20,000 tasks, then wait for each result
+  map, chunksize=1000   map() over 200,000 items
+  CPU job               map() of 8 pure-Python loops of ~0.1 s each
+  start-up              constructor + first result + shutdown
+  1 MB payloads         64 tasks taking and returning 1 MB bytes objects
 
-Pools are warm (every worker has run a task) except in `startup`.  The
-default multiprocessing context of the running Python is used for all.
-loky and mpire are optional: their columns appear when importable.
+Targets: >= 10x at chunksize 1 (map and submit), >= 1.5x at chunksize
+1000, start-up and payloads no slower than the stdlib.
 
-    python benchmarks/bench_process.py [--quick] [--rounds N]
+    python3 benchmarks/bench_process.py [--quick] [--rounds N] [...]
+    (the process part of benchmarks/run.py, the same options)
 """
-import argparse
 import concurrent.futures
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import time
 
-from _common import import_cfutures
+from _interp_work import spin
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-cfutures = import_cfutures("ProcessPoolExecutor")
-
+TITLE = "ProcessPoolExecutor (2 workers)"
+ROUNDS = (5, 2)
 WORKERS = 2
+PAYLOAD = 1 << 20
 
 
 def trivial(x):
@@ -65,25 +65,18 @@ class Impl:
         ex.shutdown(wait=True)
 
 
-class Stdlib(Impl):
-    name = "stdlib"
+class Std(Impl):
+    def __init__(self, name, mod):
+        self.name, self.mod = name, mod
 
     def start(self):
-        return concurrent.futures.ProcessPoolExecutor(WORKERS)
-
-
-class CFutures(Impl):
-    name = "cfutures"
-
-    def start(self):
-        return cfutures.ProcessPoolExecutor(WORKERS)
+        return self.mod.ProcessPoolExecutor(WORKERS)
 
 
 class Loky(Impl):
     name = "loky"
 
-    def __init__(self):
-        import loky
+    def __init__(self, loky):
         self.loky = loky
 
     def start(self):
@@ -93,14 +86,12 @@ class Loky(Impl):
 class Mpire(Impl):
     name = "mpire"
 
-    def __init__(self):
-        import mpire
+    def __init__(self, mpire):
         self.mpire = mpire
 
     def start(self):
-        pool = self.mpire.WorkerPool(n_jobs=WORKERS, keep_alive=True,
+        return self.mpire.WorkerPool(n_jobs=WORKERS, keep_alive=True,
                                      start_method=mp.get_start_method())
-        return pool
 
     def map(self, ex, fn, it, chunksize):
         return ex.map(fn, it, chunk_size=chunksize, progress_bar=False)
@@ -113,14 +104,25 @@ class Mpire(Impl):
         ex.stop_and_join()
 
 
-def implementations():
-    impls = [Stdlib(), CFutures()]
-    for cls in (Loky, Mpire):
-        try:
-            impls.append(cls())
-        except ImportError:
-            pass
-    return impls
+class Pebble(Impl):
+    name = "pebble"
+
+    def __init__(self, pebble):
+        self.pebble = pebble
+
+    def start(self):
+        return self.pebble.ProcessPool(max_workers=WORKERS)
+
+    def map(self, ex, fn, it, chunksize):
+        return ex.map(fn, it, chunksize=chunksize).result()
+
+    def submit_all(self, ex, fn, items):
+        fs = [ex.schedule(fn, args=(x,)) for x in items]
+        return [f.result() for f in fs]
+
+    def stop(self, ex):
+        ex.close()
+        ex.join()
 
 
 # --------------------------------------------------------------- cases
@@ -141,27 +143,33 @@ def case_chunked(impl, ex, n):
     assert len(out) == n and out[-1] == n - 1
 
 
+def case_cpu(impl, ex, n):
+    out = list(impl.map(ex, spin, [n] * 8, 1))
+    assert len(out) == 8 and len(set(out)) == 1
+
+
 def case_payload(impl, ex, n):
-    blob = b"\x5a" * (1 << 20)
+    blob = b"\x5a" * PAYLOAD
     out = impl.submit_all(ex, echo, [blob] * n)
     assert len(out) == n and out[-1] == blob
+
+
+CASES = [("map1", case_map1), ("submit", case_submit),
+         ("chunked", case_chunked), ("cpu", case_cpu),
+         ("payload", case_payload)]
 
 
 def run_round(impl, sizes, results):
     t0 = time.perf_counter()
     ex = impl.start()
-    if isinstance(impl, Mpire):
-        impl.submit_all(ex, trivial, [1])
-    else:
-        ex.submit(trivial, 1).result()
+    impl.submit_all(ex, trivial, [1])
     impl.stop(ex)
     results.setdefault("startup", []).append(time.perf_counter() - t0)
 
     ex = impl.start()
     try:
         impl.warm(ex)
-        for name, fn in (("map1", case_map1), ("submit", case_submit),
-                         ("chunked", case_chunked), ("payload", case_payload)):
+        for name, fn in CASES:
             t = time.perf_counter()
             fn(impl, ex, sizes[name])
             results.setdefault(name, []).append(time.perf_counter() - t)
@@ -169,61 +177,82 @@ def run_round(impl, sizes, results):
         impl.stop(ex)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="2 rounds, a tenth of the sizes")
-    ap.add_argument("--rounds", type=int, default=None)
-    args = ap.parse_args()
-    if cfutures is None:
-        return 1
-    sizes = {"map1": 20000, "submit": 20000, "chunked": 200000, "payload": 64}
-    rounds = 5
-    if args.quick:
-        sizes = {k: max(v // 10, 8) for k, v in sizes.items()}
-        sizes["chunked"] = 20000
-        rounds = 2
-    if args.rounds:
-        rounds = args.rounds
-
-    impls = implementations()
-    print(f"Python {platform.python_version()}, start method "
-          f"{mp.get_start_method()}, {WORKERS} workers, {os.cpu_count()} CPUs, "
-          f"{rounds} rounds, median; implementations: "
-          f"{', '.join(i.name for i in impls)}", flush=True)
+def plan(ctx):
+    impls = [Std("stdlib", concurrent.futures)]
+    if ctx.cf is not None:
+        impls.append(Std("cfutures", ctx.cf))
+    for name, cls in (("loky", Loky), ("mpire", Mpire), ("pebble", Pebble)):
+        if name in ctx.libs:
+            impls.append(cls(ctx.libs[name]))
+    sizes = {"map1": 20000, "submit": 20000, "chunked": 200000,
+             "cpu": 1_000_000, "payload": 64}
+    if ctx.quick:
+        sizes = {"map1": 2000, "submit": 2000, "chunked": 20000,
+                 "cpu": 200_000, "payload": 8}
+    ctx.note("Start method %r; median over %d rounds; implementations: %s."
+             % (mp.get_start_method(), ctx.rounds,
+                ", ".join(i.name for i in impls)))
     results = {i.name: {} for i in impls}
-    for r in range(rounds):
+    failed = {}
+
+    def step(impl):
+        def run():
+            if impl.name in failed:
+                return []
+            try:
+                run_round(impl, sizes, results[impl.name])
+            except Exception as e:
+                if impl.name in ("stdlib", "cfutures"):
+                    raise
+                # a third-party pool that fails here loses its column
+                failed[impl.name] = "%s: %s" % (type(e).__name__, e)
+                ctx.note("%s failed, left out: %s" % (impl.name,
+                                                     failed[impl.name]))
+            return []
+        return run
+
+    steps = []
+    for r in range(ctx.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
         for impl in order:
-            run_round(impl, sizes, results[impl.name])
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+            steps.append(("round %d/%d, %s" % (r + 1, ctx.rounds, impl.name),
+                          step(impl)))
 
-    cases = [("map1", f"map {sizes['map1']:,} items, chunksize=1"),
-             ("submit", f"submit {sizes['submit']:,}, wait each"),
-             ("chunked", f"map {sizes['chunked']:,} items, chunksize=1000"),
-             ("startup", "start + first result + shutdown"),
-             ("payload", f"{sizes['payload']} tasks, 1 MB in and out")]
-    header = ["case"] + [i.name for i in impls]
-    rows = []
-    for key, label in cases:
-        base = statistics.median(results["stdlib"][key])
-        row = [label]
-        for impl in impls:
-            t = statistics.median(results[impl.name][key])
-            cell = f"{t * 1000:9.1f} ms"
-            if impl.name != "stdlib":
-                cell += f" ({base / t:5.2f}x)"
-            row.append(cell)
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows + [header])
-              for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
-    return 0
+    def rows():
+        def med(name, key):
+            if name in failed or name not in results:
+                return None
+            return statistics.median(results[name][key])
+        n = sizes
+        spec = [
+            ("map1", "map %s items, chunksize=1" % format(n["map1"], ","),
+             "us/task", lambda t: t / n["map1"] * 1e6, 10.0),
+            ("submit", "submit %s, wait each" % format(n["submit"], ","),
+             "us/task", lambda t: t / n["submit"] * 1e6, 10.0),
+            ("chunked", "map %s items, chunksize=1000"
+             % format(n["chunked"], ","),
+             "us/task", lambda t: t / n["chunked"] * 1e6, 1.5),
+            ("cpu", "CPU job, 8 x spin(%s)" % format(n["cpu"], ","),
+             "ms/job", lambda t: t * 1e3, None),
+            ("startup", "start + first result + shutdown", "ms/pool",
+             lambda t: t * 1e3, 1.0),
+            ("payload", "%d tasks, 1 MB in and out" % n["payload"], "MB/s",
+             lambda t: n["payload"] * PAYLOAD / 1e6 / t, 1.0),
+        ]
+        out = []
+        for key, label, unit, conv, target in spec:
+            vals = {}
+            for impl in impls:
+                t = med(impl.name, key)
+                vals[impl.name] = None if t is None else conv(t)
+            out.append(ctx.row(label, unit, vals.pop("stdlib"),
+                               vals.pop("cfutures", None), target, vals))
+        return out
+
+    steps.append(("medians", rows))
+    return steps
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+    sys.exit(run.main(part="process"))

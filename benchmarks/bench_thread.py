@@ -1,11 +1,8 @@
-"""Side-by-side benchmark: concurrent.futures.ThreadPoolExecutor vs cfutures'.
+"""ThreadPoolExecutor: throughput, latency, realistic tasks.
 
-    python benchmarks/bench_thread.py [--rounds N] [--quick]
-
-Every case runs on a fresh executor with 2 workers, both threads started
-before the clock starts; the two implementations alternate inside every
-round (which one goes first alternates too) and the table reports the median
-over the rounds of the cost per task.
+Every case runs on a fresh pool with 2 workers, both threads started before
+the clock starts; the implementations alternate inside every round (which
+one goes first alternates too); median over the rounds.
 
   submit + result      submit 100,000 trivial tasks, then result() on each
   map                  consume ex.map(trivial, range(100,000))
@@ -14,23 +11,24 @@ over the rounds of the cost per task.
                        the GIL for them), ~10 us of work each, submit+result
   sleep(10 us)         tasks calling time.sleep(1e-5), submit+result
 
-The ratio is stdlib / cfutures (higher is better for cfutures).  Targets:
->= 10x for the first two, >= 3x for the latency case; the realistic cases
-are reported without a target.  The script always exits 0: it reports, it
-does not judge a build (timings on a shared machine are not test material).
+Targets: >= 10x for the first two, >= 3x for the latency case; the
+realistic cases have none.  pebble.ThreadPool runs the same cases when
+pebble is installed.
+
+    python3 benchmarks/bench_thread.py [--quick] [--rounds N] [...]
+    (the thread part of benchmarks/run.py, the same options)
 """
 
-import argparse
 import concurrent.futures
 import hashlib
-import os
-import platform
 import sys
 import threading
 import time
 
-from _common import import_cfutures, run_alternating
+from _common import run_alternating
 
+TITLE = "ThreadPoolExecutor (2 workers)"
+ROUNDS = (5, 3)
 WORKERS = 2
 
 
@@ -122,75 +120,72 @@ def bench_sleep(mod, n):
     return bench_submit_all(mod, n, sleep_task)
 
 
-def fmt_time(seconds):
-    if seconds < 1e-6:
-        return "%.0f ns" % (seconds * 1e9)
-    if seconds < 1e-3:
-        return "%.2f us" % (seconds * 1e6)
-    return "%.2f ms" % (seconds * 1e3)
+class PebbleThreads:
+    """pebble.ThreadPool behind the executor calls the cases make."""
+
+    def __init__(self, pebble):
+        self.pebble = pebble
+
+    def ThreadPoolExecutor(self, max_workers):
+        return _PebbleExecutor(self.pebble.ThreadPool(max_workers=max_workers))
 
 
-def main(argv=None):
+class _PebbleExecutor:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def submit(self, fn, *args):
+        return self.pool.schedule(fn, args=args)
+
+    def map(self, fn, iterable):
+        return self.pool.map(fn, iterable).result()
+
+    def shutdown(self, wait=True):
+        self.pool.close()
+        if wait:
+            self.pool.join()
+
+
+def plan(ctx):
     global HASH_BLOCKS
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per case (default 5; 3 with --quick)")
-    parser.add_argument("--quick", action="store_true",
-                        help="workloads 5x smaller and 3 rounds (smoke run)")
-    args = parser.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 5)
-    if rounds < 1:
-        parser.error("--rounds must be >= 1")
-    scale = 5 if args.quick else 1
-
     mods = {"stdlib": concurrent.futures}
-    cfutures = import_cfutures('ThreadPoolExecutor')
-    if cfutures is not None:
-        mods["cfutures"] = cfutures
-
+    if ctx.cf is not None:
+        mods["cfutures"] = ctx.cf
+    if "pebble" in ctx.libs:
+        mods["pebble"] = PebbleThreads(ctx.libs["pebble"])
+    scale = 5 if ctx.quick else 1
     HASH_BLOCKS, per_block = calibrate_hash()
     n_bulk, n_rt, n_hash, n_sleep = (100_000 // scale, 20_000 // scale,
                                      20_000 // scale, 10_000 // scale)
-    cases = [
-        ("submit %s, then result() each" % format(n_bulk, ","), bench_submit_all, n_bulk, 10.0),
-        ("map over %s items" % format(n_bulk, ","), bench_map, n_bulk, 10.0),
-        ("submit().result() one at a time", bench_round_trip, n_rt, 3.0),
-        ("sha256 ~%.0f us/task (%d x 4 KiB)" % (HASH_BLOCKS * per_block * 1e6, HASH_BLOCKS),
-         bench_hash, n_hash, None),
-        ("time.sleep(10 us)/task", bench_sleep, n_sleep, None),
-    ]
+    ctx.note("ThreadPoolExecutor(max_workers=%d)%s, both threads started "
+             "before the clock starts; median over %d rounds, the "
+             "implementations alternating." % (
+                 WORKERS, " and pebble.ThreadPool" if "pebble" in mods else "",
+                 ctx.rounds))
 
-    print("Python %s (%s), %s, %d CPUs" % (
-        platform.python_version(), platform.python_implementation(), platform.machine(),
-        os.cpu_count() or 0))
-    print("ThreadPoolExecutor(max_workers=%d), %d rounds, median cost per task; "
-          "ratio = stdlib / cfutures" % (WORKERS, rounds))
-    print()
-    cols = [("case", 36, "<"), ("stdlib", 10, ">"), ("cfutures", 10, ">"),
-            ("ratio", 7, ">"), ("target", 6, ">"), ("result", 6, "<")]
-    fmt = "|" + "|".join(" %%%s%ds " % ("-" if a == "<" else "", w) for _, w, a in cols) + "|"
-    print(fmt % tuple(name for name, _, _ in cols))
-    print("|" + "|".join("-" * (w + 2) if a == "<" else "-" * (w + 1) + ":"
-                         for _, w, a in cols) + "|")
-    sys.stdout.flush()
-    for label, fn, n, target in cases:
-        med = run_alternating(fn, mods, rounds, n)
-        std = fmt_time(med["stdlib"])
-        if "cfutures" in med:
-            ratio = med["stdlib"] / med["cfutures"]
-            cf = fmt_time(med["cfutures"])
-            ratio_s = "%.1fx" % ratio
-            if target is None:
-                target_s, verdict = "-", "-"
-            else:
-                target_s = ">=%gx" % target
-                verdict = "PASS" if ratio >= target else "FAIL"
-        else:
-            cf, ratio_s, target_s, verdict = "-", "-", "-", "n/a"
-        print(fmt % (label, std, cf, ratio_s, target_s, verdict))
-        sys.stdout.flush()
-    return 0
+    def step(name, unit, fn, n, target):
+        def run():
+            med = run_alternating(fn, mods, ctx.rounds, n)
+            us = {k: v * 1e6 for k, v in med.items()}
+            return [ctx.row(name, unit, us["stdlib"], us.get("cfutures"),
+                            target, {k: v for k, v in us.items()
+                                     if k not in ("stdlib", "cfutures")})]
+        return name, run
+
+    return [
+        step("submit %s, then result() each" % format(n_bulk, ","), "us/task",
+             bench_submit_all, n_bulk, 10.0),
+        step("map over %s items" % format(n_bulk, ","), "us/task",
+             bench_map, n_bulk, 10.0),
+        step("submit().result() one at a time", "us/trip",
+             bench_round_trip, n_rt, 3.0),
+        step("sha256 ~%.0f us/task (%d x 4 KiB)"
+             % (HASH_BLOCKS * per_block * 1e6, HASH_BLOCKS), "us/task",
+             bench_hash, n_hash, None),
+        step("time.sleep(10 us)/task", "us/task", bench_sleep, n_sleep, None),
+    ]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import run
+    sys.exit(run.main(part="thread"))
