@@ -9,30 +9,58 @@
 
 int cf_gil_free_hint = 0;
 cf_time_t cf_wake_ns = CF_WAKE_INIT_NS;
+cf_spin_counters cf_spin_stats;
 
-/* Per-thread budget for waiting on the hint: it decays in threads whose
- * GIL is mostly released by code that sets no hint (time.sleep, I/O). */
+/* Per-thread budget for waiting on the hint: it shrinks in threads whose
+ * GIL is mostly released by code that sets no hint (time.sleep, I/O) and
+ * grows back when the GIL comes soon again. */
 static _Thread_local cf_time_t gil_budget = CF_WAKE_INIT_NS;
+/* Taking a free GIL takes less than this. */
+#define CF_GIL_FREE_NS 2000
 
-void
+static _Thread_local cf_time_t gil_spent;    /* budget of the last failure */
+
+cf_time_t
 cf_spin_for_gil(void)
 {
     if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
-        return;
+        cf_count(&cf_spin_stats.gil_spins_ok);
+        return 0;       /* says nothing about how long a spin should be */
     }
     cf_time_t start = cf_monotonic_ns();
-    cf_time_t end = start + gil_budget;
+    cf_time_t budget = cf_spin_capped(gil_budget);
+    cf_time_t end = start + budget;
     for (int i = 0;; i++) {
         if (__atomic_load_n(&cf_gil_free_hint, __ATOMIC_ACQUIRE)) {
             gil_budget = cf_spin_adapt(gil_budget, cf_monotonic_ns() - start);
-            return;
+            cf_count(&cf_spin_stats.gil_spins_ok);
+            return 0;
         }
         cf_cpu_relax();
         if ((i & 63) == 63 && cf_spin_check(i, end)) {
-            gil_budget = cf_spin_adapt(gil_budget, cf_spin_cap() + 1);
-            return;
+            cf_count(&cf_spin_stats.gil_spins_failed);
+            __atomic_fetch_add(&cf_spin_stats.gil_spins_failed_ns, budget,
+                               __ATOMIC_RELAXED);
+            gil_spent = budget;
+            return start;
         }
     }
+}
+
+/* After a failed spin: if the GIL was taken at once, it had been released
+ * by code that sets no hint (time.sleep, I/O), and spinning for that hint
+ * is dead: shrink.  If it came later, learn how long it really took. */
+void
+cf_gil_spin_after(cf_time_t spin_start)
+{
+    if (spin_start == 0) {
+        return;
+    }
+    cf_time_t waited = cf_monotonic_ns() - spin_start;
+    if (waited <= gil_spent + CF_GIL_FREE_NS) {
+        waited = cf_spin_cap() + 1;
+    }
+    gil_budget = cf_spin_adapt(gil_budget, waited);
 }
 
 /* ------------------------------------------------------------ cf_event */
@@ -53,7 +81,8 @@ cf_event_destroy(cf_event *ev)
 void
 cf_event_post(cf_event *ev)
 {
-    ev->posted_at = cf_monotonic_ns();
+    /* atomic: an event can be posted again while its waiter reads this */
+    __atomic_store_n(&ev->posted_at, cf_monotonic_ns(), __ATOMIC_RELAXED);
     sem_post(&ev->sem);
 }
 
@@ -92,7 +121,8 @@ cf_event_wait(cf_event *ev, cf_time_t deadline)
     }
     if (r == 0) {
         /* posted_at was written before the post that woke us */
-        cf_wake_sample(ev->posted_at, cf_monotonic_ns());
+        cf_wake_sample(__atomic_load_n(&ev->posted_at, __ATOMIC_RELAXED),
+                       cf_monotonic_ns());
         return 1;
     }
     if (errno == EINTR) {
@@ -135,11 +165,11 @@ cf_block_wait_state(const int *state, int done, cf_event *ev,
                     cf_time_t deadline)
 {
     int r = 1;
-    cf_time_t start;
+    cf_time_t start, gil_spin = 0;
     Py_BEGIN_ALLOW_THREADS
     cf_hint_gil_released();
     start = cf_monotonic_ns();
-    cf_time_t end = start + spin_budget;
+    cf_time_t end = start + cf_spin_capped(spin_budget);
     if (deadline != CF_FOREVER && deadline < end) {
         end = deadline;
     }
@@ -164,10 +194,11 @@ cf_block_wait_state(const int *state, int done, cf_event *ev,
     }
     if (r > 0) {
         /* the completer holds the GIL; wait until it lets go */
-        cf_spin_for_gil();
+        gil_spin = cf_spin_for_gil();
     }
     Py_END_ALLOW_THREADS
     cf_hint_gil_acquired();
+    cf_gil_spin_after(gil_spin);
     int rc = 0;
     if (r < 0) {
         /* EINTR: run the handlers, then go on waiting with the GIL. */
@@ -200,7 +231,8 @@ cf_block_spin_for_work(int *nspinning, void *const *head, const int *stop,
     int spinner = 0;
     if (__atomic_fetch_add(nspinning, 1, __ATOMIC_ACQ_REL) == 0) {
         spinner = 1;
-        cf_time_t end = start + __atomic_load_n(budget, __ATOMIC_RELAXED);
+        cf_time_t end = start + cf_spin_capped(__atomic_load_n(budget,
+                                                               __ATOMIC_RELAXED));
         for (int i = 0;; i++) {
             if (__atomic_load_n(head, __ATOMIC_ACQUIRE) != NULL
                 || __atomic_load_n(stop, __ATOMIC_ACQUIRE)) {

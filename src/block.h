@@ -60,19 +60,45 @@ cf_spin_cap(void)
     return __atomic_load_n(&cf_wake_ns, __ATOMIC_RELAXED);
 }
 
+/* Counters for _cfutures._spin_stats() (relaxed; tests and benchmarks). */
+typedef struct {
+    long long wake_samples;     /* wake-ups folded into cf_wake_ns */
+    long long gil_spins_ok;     /* GIL-hint waits that saw the hint */
+    long long gil_spins_failed; /* ... that spent their budget */
+    long long gil_spins_failed_ns;  /* the budgets they spent */
+} cf_spin_counters;
+extern cf_spin_counters cf_spin_stats;
+
+static inline void
+cf_count(long long *c)
+{
+    __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
 /* A sleeper woke: fold now - posted_at into cf_wake_ns (a lost update
- * between racing threads is harmless). */
+ * between racing threads is harmless).  Under CF_WAKE_MIN_NS the post
+ * came before the sleep began: not a wake-up, not a sample. */
 static inline void
 cf_wake_sample(cf_time_t posted_at, cf_time_t now)
 {
     cf_time_t d = now - posted_at;
-    if (posted_at <= 0 || d <= 0) {
+    if (posted_at <= 0 || d < CF_WAKE_MIN_NS) {
         return;
     }
-    d = d < CF_WAKE_MIN_NS ? CF_WAKE_MIN_NS
-                           : d > CF_WAKE_MAX_NS ? CF_WAKE_MAX_NS : d;
+    if (d > CF_WAKE_MAX_NS) {
+        d = CF_WAKE_MAX_NS;
+    }
     cf_time_t w = __atomic_load_n(&cf_wake_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&cf_wake_ns, w + (d - w) / 8, __ATOMIC_RELAXED);
+    cf_count(&cf_spin_stats.wake_samples);
+}
+
+/* A budget as spent now: never above the current cap. */
+static inline cf_time_t
+cf_spin_capped(cf_time_t budget)
+{
+    cf_time_t cap = cf_spin_cap();
+    return budget < cap ? budget : cap;
 }
 
 static inline void
@@ -129,8 +155,11 @@ cf_spin_adapt(cf_time_t budget, cf_time_t waited)
 }
 
 /* Spin (GIL released) until the hint says the GIL is free, or for this
- * thread's adaptive budget. */
-void cf_spin_for_gil(void);
+ * thread's adaptive budget.  Returns 0 if the hint came, else the time
+ * the spin began: pass it to cf_gil_spin_after() once the GIL is taken,
+ * so that the budget learns how long the wait really was. */
+cf_time_t cf_spin_for_gil(void);
+void cf_gil_spin_after(cf_time_t spin_start);
 
 /* ------------------------------------------------------------- the waits */
 

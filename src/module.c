@@ -112,8 +112,30 @@ set_future_class(PyObject *mod, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(spin_stats_doc,
+"_spin_stats($module, /)\n--\n\n"
+"The spin policy's state (block.h), process-wide: the measured wake-up\n"
+"cost that caps every spin, and counters.");
+
+static PyObject *
+spin_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue(
+        "{s:L,s:L,s:L,s:L,s:L}",
+        "wake_ns", (long long)cf_spin_cap(),
+        "wake_samples",
+        __atomic_load_n(&cf_spin_stats.wake_samples, __ATOMIC_RELAXED),
+        "gil_spins_ok",
+        __atomic_load_n(&cf_spin_stats.gil_spins_ok, __ATOMIC_RELAXED),
+        "gil_spins_failed",
+        __atomic_load_n(&cf_spin_stats.gil_spins_failed, __ATOMIC_RELAXED),
+        "gil_spins_failed_ns",
+        __atomic_load_n(&cf_spin_stats.gil_spins_failed_ns, __ATOMIC_RELAXED));
+}
+
 static PyMethodDef module_methods[] = {
     {"_set_future_class", set_future_class, METH_O, set_future_class_doc},
+    {"_spin_stats", spin_stats, METH_NOARGS, spin_stats_doc},
     {NULL, NULL}
 };
 

@@ -31,6 +31,10 @@
 #define DEPTH_MIN 2
 #define DEPTH_MAX 64
 #define DEPTH_TARGET_US 1000.0
+/* Tasks this long go one per worker: a second one queued behind a busy
+ * worker would wait while another worker idles (at the end of a map), and
+ * a round trip per task costs them under 5%. */
+#define DEPTH_LONG_US 2000.0
 #define READ_CHUNK (256 * 1024)
 #define TERM_GRACE_NS ((cf_time_t)1000 * 1000 * 1000)
 

@@ -393,6 +393,9 @@ update_depth(ProcessCoreObject *core)
     if (d < DEPTH_MIN) {
         d = DEPTH_MIN;
     }
+    if (core->ewma_us >= DEPTH_LONG_US) {
+        d = 1;
+    }
     if (d != core->depth) {
         core->depth = d;
         pthread_mutex_lock(&core->sh->mutex);

@@ -418,8 +418,9 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
      * cover: a spinner may also be descheduled on a busy machine. */
     if (p->nsleeping > p->nwake
         && p->nqueued > __atomic_load_n(&p->nspinning, __ATOMIC_ACQUIRE)) {
-        p->nwake++;
-        p->posted_at = cf_monotonic_ns();
+        if (p->nwake++ == 0) {
+            p->posted_at = cf_monotonic_ns();
+        }
         pthread_cond_signal(&p->cv);
     }
     if (p->idle > 0) {

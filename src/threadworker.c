@@ -212,6 +212,7 @@ static cf_work *
 wait_for_work(cf_pool *p)
 {
     cf_work *w;
+    cf_time_t gil_spin = 0;
     Py_BEGIN_ALLOW_THREADS
     cf_hint_gil_released();
     cf_time_t start = cf_monotonic_ns();
@@ -224,8 +225,10 @@ wait_for_work(cf_pool *p)
         pthread_cond_wait(&p->cv, &p->mu);
         p->nsleeping--;
         if (p->nwake > 0) {
+            if (p->nwake == 1) {    /* posted_at is that one signal's */
+                cf_block_woken(p->posted_at);
+            }
             p->nwake--;
-            cf_block_woken(p->posted_at);
         }
     }
     w = p->broken ? NULL : queue_pop_locked(p);
@@ -235,10 +238,11 @@ wait_for_work(cf_pool *p)
     pthread_mutex_unlock(&p->mu);
     if (w != NULL) {
         /* the submitter usually releases the GIL soon (result(), wait()) */
-        cf_spin_for_gil();
+        gil_spin = cf_spin_for_gil();
     }
     Py_END_ALLOW_THREADS
     cf_hint_gil_acquired();
+    cf_gil_spin_after(gil_spin);
     return w;
 }
 

@@ -417,20 +417,37 @@ foreign_acquire_all(cf_state *st, PyObject *foreign)
     return 0;
 }
 
+/* Release them all, like the stdlib's _AcquireFutures.__exit__: an
+ * exception already raised stays (the first release error replaces it,
+ * with it as context); Python is never called with an exception set. */
 static int
 foreign_release_all(cf_state *st, PyObject *foreign)
 {
-    int rc = 0;
+    PyObject *pending = cf_PyErr_GetRaisedException();
+    PyObject *err = NULL;
     Py_ssize_t n = PyList_GET_SIZE(foreign);
     for (Py_ssize_t i = 0; i < n; i++) {
         if (foreign_cond(st, PyList_GET_ITEM(foreign, i), st->str_release) < 0) {
-            if (rc < 0) {
-                PyErr_Clear();
+            PyObject *e = cf_PyErr_GetRaisedException();
+            if (err == NULL) {
+                err = e;
             }
-            rc = -1;
+            else {
+                Py_XDECREF(e);
+            }
         }
     }
-    return rc;
+    if (err == NULL) {
+        if (pending != NULL) {
+            cf_PyErr_SetRaisedException(pending);
+        }
+        return 0;
+    }
+    if (pending != NULL) {
+        PyException_SetContext(err, pending);   /* steals pending */
+    }
+    cf_PyErr_SetRaisedException(err);
+    return -1;
 }
 
 /* The stdlib's _AcquireFutures for the foreign futures among items:
@@ -762,8 +779,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *fs_arg;           /* until started */
     PyObject *timeout;          /* until started */
-    PyObject **ready;           /* already finished (owned), popped from end */
-    Py_ssize_t nready;
+    PyObject **ready;           /* already finished (owned) */
+    Py_ssize_t rhead, nready;   /* ready[rhead:nready] not yet yielded */
     WaiterObject *waiter;
     PyObject *end_time;         /* timeout + time.monotonic(), or NULL */
     Py_ssize_t total;
@@ -777,11 +794,10 @@ static void
 ac_clear_ready(AsCompletedObject *it)
 {
     PyObject **ready = it->ready;
-    Py_ssize_t n = it->nready;
+    Py_ssize_t i = it->rhead, n = it->nready;
     it->ready = NULL;
-    it->nready = 0;
-    it->nready = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    it->rhead = it->nready = 0;
+    for (; i < n; i++) {
         Py_DECREF(ready[i]);
     }
     PyMem_Free(ready);
@@ -978,8 +994,8 @@ AsCompleted_next_impl(PyObject *self)
     if (!it->started && ac_start(st, it) < 0) {
         return ac_fail(st, it);
     }
-    if (it->nready > 0) {
-        return it->ready[--it->nready];     /* the reference moves out */
+    if (it->rhead < it->nready) {
+        return it->ready[it->rhead++];      /* the reference moves out */
     }
     WaiterObject *w = it->waiter;
     for (;;) {
@@ -1060,7 +1076,7 @@ AsCompleted_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(it->fs_arg);
     Py_VISIT(it->timeout);
-    for (Py_ssize_t i = 0; i < it->nready; i++) {
+    for (Py_ssize_t i = it->rhead; i < it->nready; i++) {
         Py_VISIT(it->ready[i]);
     }
     Py_VISIT(it->end_time);
@@ -1141,7 +1157,7 @@ cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
     it->fs_arg = Py_NewRef(fs_arg);
     it->timeout = Py_NewRef(timeout);
     it->ready = NULL;
-    it->nready = 0;
+    it->rhead = it->nready = 0;
     it->waiter = NULL;
     it->end_time = NULL;
     it->total = it->npending = 0;

@@ -382,3 +382,30 @@ def test_waiting_iterator_in_other_thread_completes(impl):
     assert box == [f]
     assert no_waiters(f)
     assert raised(impl.Future().result, 0).__class__ is impl.TimeoutError
+
+
+@pytest.mark.parametrize("call", ["as_completed", "wait"])
+def test_foreign_state_raising_keeps_its_error(same, impl, call):
+    """A foreign future whose _state raises while the conditions are held:
+    that error comes out (not a SystemError from releasing them with it
+    pending), and the conditions are released."""
+    def scenario(m):
+        class Bad(concurrent.futures.Future):
+            @property
+            def _state(self):
+                raise RuntimeError("boom")
+
+            @_state.setter
+            def _state(self, value):
+                pass
+        bad, other = Bad(), concurrent.futures.Future()
+        if call == "wait":
+            err = outcome(m.wait, [bad, other], timeout=0)
+        else:
+            err = outcome(list, m.as_completed([bad, other], timeout=0))
+        free = [f._condition.acquire(blocking=False) for f in (bad, other)]
+        return err, free
+
+    err, free = same(scenario)
+    assert err[:2] == ("raise", RuntimeError)
+    assert free == [True, True]

@@ -15,7 +15,7 @@ IDLE = 0.5
 MAX_CPU = IDLE / 4
 
 
-def thread_cpu(fn):
+def process_cpu(fn):
     """CPU time of the whole process while fn() runs."""
     t0 = time.process_time()
     fn()
@@ -30,7 +30,7 @@ def test_idle_workers_sleep(impl):
             list(ex.map(abs, range(2000)))
             for i in range(500):
                 ex.submit(abs, i).result(timeout=LONG)
-        used = thread_cpu(lambda: time.sleep(IDLE))
+        used = process_cpu(lambda: time.sleep(IDLE))
     assert used < MAX_CPU, "idle workers used %.3f s of CPU in %.1f s" % (used, IDLE)
 
 
@@ -42,5 +42,48 @@ def test_blocked_result_sleeps(impl):
         gate = threading.Event()
         f = ex.submit(gate.wait, LONG)
         threading.Timer(IDLE, gate.set).start()
-        used = thread_cpu(lambda: f.result(timeout=LONG))
+        used = process_cpu(lambda: f.result(timeout=LONG))
     assert used < MAX_CPU, "result() used %.3f s of CPU in %.1f s" % (used, IDLE)
+
+
+def spin_stats():
+    import cfutures._cfutures as c
+    return c._spin_stats()
+
+
+@pytest.mark.timeout(60)
+def test_spin_cap_is_a_measured_wake_up():
+    import cfutures
+    with cfutures.ThreadPoolExecutor(max_workers=1) as ex:
+        before = spin_stats()["wake_samples"]
+        for i in range(200):        # the worker sleeps between requests
+            f = ex.submit(abs, i)
+            time.sleep(0.001)
+            f.result(timeout=LONG)
+    st = spin_stats()
+    assert st["wake_samples"] > before
+    assert 2000 <= st["wake_ns"] <= 50000, st
+
+
+@pytest.mark.timeout(60)
+def test_no_dead_spin_for_a_hint_that_cannot_come():
+    """Work picked up while the submitter sleeps in time.sleep(): the GIL
+    is free but nobody sets the hand-off hint (the submitter's last GIL
+    acquisition, in a result() that blocked, cleared it).  The worker must
+    stop spinning for it: a fixed 60 us spin per request cost 12 ms here,
+    a budget that kept growing back about 1.3 ms."""
+    import cfutures
+    n = 200
+    with cfutures.ThreadPoolExecutor(max_workers=1) as ex:
+        ex.submit(abs, 0).result(timeout=LONG)
+        before = spin_stats()
+        for i in range(n):
+            ex.submit(time.sleep, 0.0005).result(timeout=LONG)
+            f = ex.submit(abs, i)
+            time.sleep(0.002)       # releases the GIL, sets no hint
+            f.result(timeout=LONG)
+        after = spin_stats()
+    assert after["gil_spins_failed"] > before["gil_spins_failed"]  # the case ran
+    spent = after["gil_spins_failed_ns"] - before["gil_spins_failed_ns"]
+    # a few decaying failures (20, 10, 5, ... us), then 0.5 us each
+    assert spent < n * 3000, "failed GIL-hint spins cost %.1f us" % (spent / 1e3)
