@@ -170,3 +170,9 @@ def close_fds_then_sleep(seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and os.getppid() == parent:
         time.sleep(0.05)
+
+
+def pid_after(t):
+    """Sleep t, then return this worker's pid."""
+    time.sleep(t)
+    return os.getpid()

@@ -694,3 +694,18 @@ def test_no_leaks_over_many_lifecycles(impl):
     before, after = map(int, lines["FDS"].split())
     assert after <= before
     assert int(lines["CHILDREN"]) == 0      # the resource tracker is not counted
+
+
+@pytest.mark.timeout(60)
+def test_long_tasks_do_not_wait_behind_a_busy_worker(impl):
+    """Once tasks are known to be long, the next one goes to the worker that
+    frees up first, as with the stdlib's shared queue: C (queued after A and
+    B) runs where B ran, not behind A."""
+    with pool(impl, 2) as ex:
+        list(ex.map(h.slow, [0.01] * 8))        # task times now measured
+        a = ex.submit(h.pid_after, 0.5)
+        b = ex.submit(h.pid_after, 0.05)
+        c = ex.submit(h.pid_after, 0.05)
+        pa, pb, pc = (f.result(timeout=30) for f in (a, b, c))
+    assert pa != pb
+    assert pc == pb
