@@ -1,6 +1,8 @@
-"""The stubs: `mypy --strict` on tests/typing/example.py gives the same
-revealed types with `import cfutures as cf` as with the stdlib (module names
-aside), and no errors for either.  Skipped when mypy is not installed."""
+"""The stubs: `mypy --strict` and pyright (strict) on tests/typing/example.py
+give the same revealed types with `import cfutures as cf` as with the stdlib
+(module names aside), and no errors for either.  Each checker's test is
+skipped when that checker is not installed (the test extra brings both)."""
+import json
 import os
 import re
 import shutil
@@ -68,6 +70,56 @@ def test_mypy_reveals_the_stdlib_types(cf, tmp_path):
                              % (lineno, want), cfr.stdout, re.M), (line, cfr.stdout)
             marked += 1
     assert marked == 7
+
+
+def _example_pair(tmp_path):
+    """std_example.py as is, cf_example.py importing cfutures instead."""
+    with open(os.path.join(HERE, "typing", "example.py")) as f:
+        src = f.read()
+    cf_src = src.replace("import concurrent.futures as cf\n", "import cfutures as cf\n")
+    assert cf_src != src
+    (tmp_path / "std_example.py").write_text(src)
+    (tmp_path / "cf_example.py").write_text(cf_src)
+    return tmp_path / "std_example.py", tmp_path / "cf_example.py"
+
+
+@pytest.mark.timeout(330)
+def test_pyright_reveals_the_stdlib_types(cf, tmp_path):
+    pytest.importorskip("pyright", reason="pyright is not installed (the test extra has it)")
+    std_path, cf_path = _example_pair(tmp_path)
+    for p in (std_path, cf_path):       # which module `cf` is, in each file
+        p.write_text(p.read_text() + "reveal_type(cf)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cf.__file__)))
+    config = {"typeCheckingMode": "strict",
+              "pythonVersion": "%d.%d" % sys.version_info[:2],
+              # an editable install or a source tree: pyright cannot see it otherwise
+              "extraPaths": [] if os.path.basename(root) == "site-packages" else [root]}
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
+    env = dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1")  # no version look-up
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable,
+             "-p", str(tmp_path / "pyrightconfig.json"), str(std_path), str(cf_path)],
+            capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    except subprocess.TimeoutExpired:
+        pytest.fail("pyright hung")
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail("pyright did not run: %s" % (proc.stdout + proc.stderr)[-4000:])
+    reveals = {"std_example.py": [], "cf_example.py": []}
+    for d in report["generalDiagnostics"]:
+        name = os.path.basename(d["file"])
+        assert d["severity"] == "information", d
+        assert d["message"].startswith("Type of "), d
+        reveals[name].append((d["range"]["start"]["line"], d["message"]))
+    assert report["summary"]["errorCount"] == 0 and proc.returncode == 0, proc.stdout
+    std_types, cf_types = sorted(reveals["std_example.py"]), sorted(reveals["cf_example.py"])
+    assert std_types[-1][1] == 'Type of "cf" is "Module(\"concurrent.futures\")"'
+    assert cf_types[-1][1] == 'Type of "cf" is "Module(\"cfutures\")"'
+    assert len(std_types) >= 25
+    assert not any("Unknown" in m or '"Any"' in m for _, m in cf_types), cf_types
+    assert cf_types[:-1] == std_types[:-1]
 
 
 @pytest.mark.timeout(330)
