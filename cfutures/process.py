@@ -89,12 +89,18 @@ def _start_thread(core):
     return t
 
 
-def _worker_main(task_conn, result_conn, initializer, initargs, max_tasks):
+def _worker_main(task_conn, result_conn, initializer, initargs, max_tasks,
+                 shm_conns=(None, None)):
     """Body of a worker process (runs in the child)."""
     task_fd = os.dup(task_conn.fileno())
     result_fd = os.dup(result_conn.fileno())
     task_conn.close()
     result_conn.close()
+    shm_fds = []
+    for c in shm_conns:
+        shm_fds.append(-1 if c is None else os.dup(c.fileno()))
+        if c is not None:
+            c.close()
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -109,30 +115,40 @@ def _worker_main(task_conn, result_conn, initializer, initargs, max_tasks):
             # (queues behind logging handlers, ...), as the stdlib's
             # worker, seen only by its exit, does.
             return
+    # The loop owns (and closes) the shared memory fds.
     try:
-        _cfutures._process_worker_loop(task_fd, result_fd, max_tasks or 0)
+        _cfutures._process_worker_loop(task_fd, result_fd, max_tasks or 0,
+                                       *shm_fds)
     finally:
         os.close(task_fd)
         os.close(result_fd)
 
 
-def _launch_worker(ctx, task_r, result_w, initializer, initargs, max_tasks):
+def _launch_worker(ctx, task_r, result_w, initializer, initargs, max_tasks,
+                   tshm_fd=-1, rshm_fd=-1):
     """Start one worker through the mp context (called by the C core).
 
-    task_r/result_w are the child's ends of its two pipes; they are closed
-    here once the child has them (inherited with fork, passed by
-    multiprocessing's reduction with spawn and forkserver).
+    task_r/result_w are the child's ends of its two pipes, tshm_fd/rshm_fd
+    its shared memory regions (memfds, -1: none); they are closed here once
+    the child has them (inherited with fork, passed by multiprocessing's
+    reduction with spawn and forkserver).
     """
     task_conn = mp.connection.Connection(task_r, writable=False)
     result_conn = mp.connection.Connection(result_w, readable=False)
+    shm_conns = tuple(None if fd < 0 else
+                      mp.connection.Connection(fd, writable=False)
+                      for fd in (tshm_fd, rshm_fd))
     try:
         p = ctx.Process(target=_worker_main,
                         args=(task_conn, result_conn, initializer, initargs,
-                              max_tasks))
+                              max_tasks, shm_conns))
         p.start()
     finally:
         task_conn.close()
         result_conn.close()
+        for c in shm_conns:
+            if c is not None:
+                c.close()
     return p
 
 

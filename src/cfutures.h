@@ -130,6 +130,7 @@ typedef struct {
     PyTypeObject *ProcessPool_type;
     PyTypeObject *ProcessCore_type;
     PyTypeObject *FrameWriter_type;
+    PyTypeObject *FrameReader_type;     /* procpickle.c */
     PyObject *BrokenProcessPool;        /* concurrent.futures.process's */
     PyObject *RemoteTraceback;          /* concurrent.futures.process's */
     PyObject *Pickler;                  /* pickle.Pickler */

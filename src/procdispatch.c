@@ -4,6 +4,7 @@
 #include "procdispatch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,6 +24,9 @@ reg_prepare(void)
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             pthread_mutex_lock(&s->mutex);
+            if (s->tshm != NULL) {
+                pthread_mutex_lock(&s->tshm->mutex);
+            }
         }
     }
 }
@@ -32,6 +36,9 @@ reg_parent(void)
 {
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
+            if (s->tshm != NULL) {
+                pthread_mutex_unlock(&s->tshm->mutex);
+            }
             pthread_mutex_unlock(&s->mutex);
         }
     }
@@ -68,10 +75,25 @@ reg_child(void)
             }
             for (ProcWorker *w = s->launching; w != NULL; w = w->next) {
                 ProcWorker_CloseFds(w);
+                if (w->rshm != NULL && w->rshm->fd >= 0) {
+                    close(w->rshm->fd);
+                    w->rshm->fd = -1;
+                }
             }
             for (int i = 0; i < s->nw; i++) {
                 ProcWorker_CloseFds(s->w[i]);
+                if (s->w[i]->rshm != NULL && s->w[i]->rshm->fd >= 0) {
+                    close(s->w[i]->rshm->fd);
+                    s->w[i]->rshm->fd = -1;
+                }
             }
+            if (s->tshm != NULL && s->tshm->fd >= 0) {
+                close(s->tshm->fd);
+                s->tshm->fd = -1;
+            }
+        }
+        if (s->tshm != NULL) {
+            pthread_mutex_init(&s->tshm->mutex, NULL);
         }
         pthread_mutex_init(&s->mutex, NULL);
     }
@@ -96,6 +118,11 @@ ProcShared_New(void)
     pthread_mutex_init(&sh->mutex, NULL);
     sh->depth = DEPTH_MIN;
     sh->kill_deadline = CF_FOREVER;
+    sh->shm_cap = CF_SHM_CAP;
+    const char *cap = getenv("CFUTURES_SHM_MAX");  /* tests: a small region */
+    if (cap != NULL && *cap) {
+        sh->shm_cap = (size_t)strtoull(cap, NULL, 0);
+    }
     cf_event_init(&sh->done_ev);
     pthread_mutex_lock(&reg_mutex);
     sh->reg_next = reg_head;
@@ -107,13 +134,62 @@ ProcShared_New(void)
     return sh;
 }
 
+/* Spans of the task region that w will no longer read: those of task id
+ * (its answer came), or all of them (it is gone). */
+static void
+worker_release_tasks(ProcWorker *w, int all, uint64_t id)
+{
+    uint64_t pair[2];
+    while (ProcBuf_Unread(&w->tseqs) >= sizeof(pair)) {
+        memcpy(pair, w->tseqs.data + w->tseqs.off, sizeof(pair));
+        if (!all && pair[0] != id) {
+            break;
+        }
+        w->tseqs.off += sizeof(pair);
+        if (w->tshm != NULL) {
+            ProcShm_Release(w->tshm, pair[1]);
+        }
+    }
+    if (w->tseqs.off == w->tseqs.len) {
+        w->tseqs.off = w->tseqs.len = 0;
+    }
+}
+
 void
 ProcWorker_Free(ProcWorker *w)
 {
     ProcWorker_CloseFds(w);
     ProcMsgQueue_Clear(&w->out);
     ProcBuf_Free(&w->in);
+    worker_release_tasks(w, 1, 0);
+    ProcBuf_Free(&w->tseqs);
+    ProcShm_Free(w->rshm);
     free(w);
+}
+
+void
+ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd)
+{
+    *tfd = *rfd = -1;
+    if (sh->shm_cap == 0 || sh->inherited) {
+        return;
+    }
+    if (sh->tshm == NULL) {
+        ProcShm *t = ProcShm_Create(sh->shm_cap);
+        if (t == NULL) {
+            sh->shm_cap = 0;        /* not available here: pipes only */
+            return;
+        }
+        pthread_mutex_lock(&sh->mutex);
+        sh->tshm = t;
+        pthread_mutex_unlock(&sh->mutex);
+    }
+    w->tshm = sh->tshm;
+    w->rshm = ProcShm_Create(sh->shm_cap);
+    *tfd = fcntl(sh->tshm->fd, F_DUPFD_CLOEXEC, 0);
+    if (w->rshm != NULL) {
+        *rfd = fcntl(w->rshm->fd, F_DUPFD_CLOEXEC, 0);
+    }
 }
 
 void
@@ -141,6 +217,7 @@ ProcShared_Free(ProcShared *sh)
     free(sh->w);
     free(sh->batch);
     ProcMsgQueue_Clear(&sh->sendq);
+    ProcShm_Free(sh->tshm);
     if (sh->wake_fd >= 0) {
         close(sh->wake_fd);
     }
@@ -205,6 +282,30 @@ adopt_launched(ProcShared *sh)
     return n;
 }
 
+/* m goes to w: its task-region spans are freed when w answers it (or
+ * when w is gone), no longer with the message. */
+static void
+worker_take_holes(ProcWorker *w, ProcMsg *m)
+{
+    const char *table;
+    size_t nh, plen;
+    if (ProcShm_Holes(m->frame + CF_FRAME_HDR, m->len - CF_FRAME_HDR,
+                      &table, &nh, &plen) != 1
+        || ProcBuf_Reserve(&w->tseqs, nh * 2 * sizeof(uint64_t)) < 0) {
+        /* ENOMEM: leak them rather than free what w may still read */
+        m->shm = NULL;
+        return;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        ProcHole h;
+        ProcShm_Hole(table, i, &h);
+        uint64_t pair[2] = {m->id, h.seq};
+        memcpy(w->tseqs.data + w->tseqs.len, pair, sizeof(pair));
+        w->tseqs.len += sizeof(pair);
+    }
+    m->shm = NULL;
+}
+
 /* Dispatcher, mutex held: hand queued tasks to the least loaded workers. */
 static void
 assign_tasks(ProcShared *sh)
@@ -234,7 +335,11 @@ assign_tasks(ProcShared *sh)
         if (best == NULL) {
             return;
         }
-        ProcMsgQueue_Push(&best->out, ProcMsgQueue_Pop(&sh->sendq));
+        ProcMsg *m = ProcMsgQueue_Pop(&sh->sendq);
+        if (m->shm != NULL) {
+            worker_take_holes(best, m);
+        }
+        ProcMsgQueue_Push(&best->out, m);
         best->inflight++;
         best->assigned++;
     }
@@ -321,6 +426,9 @@ parse_worker(ProcShared *sh, ProcWorker *w, Py_ssize_t *answered)
         }
         if (h.kind & CF_FRAME_F_EXIT) {
             w->exit_announced = 1;
+        }
+        if (ProcBuf_Unread(&w->tseqs) > 0) {
+            worker_release_tasks(w, 0, h.id);   /* it has read that task */
         }
         if (w->inflight > 0) {
             w->inflight--;

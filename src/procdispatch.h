@@ -68,6 +68,10 @@ typedef struct ProcWorker {
     uint64_t budget;            /* max_tasks_per_child, 0: unlimited */
     ProcMsgQueue out;
     ProcBuf in;
+    ProcShm *rshm;              /* its result region (owned), or NULL */
+    ProcShm *tshm;              /* the pool's task region (borrowed) */
+    ProcBuf tseqs;              /* (task id, span) pairs of the task region
+                                 * it may still read, in its order */
 } ProcWorker;
 
 /* Record the first failure of a worker's stream (later ones follow it). */
@@ -105,6 +109,8 @@ typedef struct ProcShared {
      * submit() can keep workers fed while it holds the GIL in a burst. */
     Py_ssize_t inflight_total;
     ProcWorker *launching;  /* launched by GIL holders, to adopt */
+    ProcShm *tshm;          /* task region: made by the first launch */
+    size_t shm_cap;         /* 0: no shm (pipes only) */
     /* dispatcher-owned */
     ProcWorker **w;
     int nw, wcap;
@@ -131,6 +137,10 @@ typedef struct {
 ProcShared *ProcShared_New(void);
 void ProcShared_Free(ProcShared *sh);
 void ProcWorker_Free(ProcWorker *w);
+/* GIL holder launching w: give it a result region, and the pool a task
+ * region if it has none; *tfd and *rfd are CLOEXEC dups for the child (-1:
+ * none; the caller owns them).  Failures only mean pipes alone. */
+void ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd);
 void ProcWorker_CloseFds(ProcWorker *w);
 
 /* Wake the dispatcher if it sleeps.  Called with sh->mutex held; returns

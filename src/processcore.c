@@ -131,6 +131,8 @@ core_launch_worker(ProcessCoreObject *core)
             w->budget = 0;
         }
     }
+    int tshm_fd, rshm_fd;
+    ProcWorker_ShmFds(sh, w, &tshm_fd, &rshm_fd);
     /* Listed before the fork so that the child closes our ends. */
     pthread_mutex_lock(&sh->mutex);
     w->next = sh->launching;
@@ -143,9 +145,9 @@ core_launch_worker(ProcessCoreObject *core)
 
     /* The helper owns (and closes) the child's ends from here on. */
     PyObject *p = PyObject_CallFunction(
-        core->launch, "OiiOOO", core->ctx, tp[0], rp[1],
+        core->launch, "OiiOOOii", core->ctx, tp[0], rp[1],
         core->initializer ? core->initializer : Py_None,
-        core->initargs, core->max_tasks);
+        core->initargs, core->max_tasks, tshm_fd, rshm_fd);
     PyObject *pid_o = NULL, *sent_o = NULL;
     long pid = -1, sentinel = -1;
     if (p != NULL) {
@@ -193,8 +195,7 @@ core_launch_worker(ProcessCoreObject *core)
         ProcShared_WakeWrite(sh);
     }
     if (p == NULL) {
-        ProcMsgQueue_Clear(&w->out);
-        free(w);
+        ProcWorker_Free(w);
         core->nprocs_active--;
         return -1;
     }
@@ -356,7 +357,7 @@ complete_frame(ProcessCoreObject *core, FrameRef *f)
         }
     }
     else {
-        obj = cf_proc_loads(st, f->p, f->n);
+        obj = cf_proc_loads_shm(st, f->p, f->n, f->w->rshm, 1);
         if (obj != NULL && f->kind == CF_FRAME_EXC) {
             if (PyTuple_Check(obj) && PyTuple_GET_SIZE(obj) == 2) {
                 exc = Py_NewRef(PyTuple_GET_ITEM(obj, 0));

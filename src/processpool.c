@@ -200,7 +200,8 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
         return PyErr_NoMemory();
     }
     buf.len = CF_MSG_PREFIX + CF_FRAME_HDR;
-    int r = ProcPickler_Dump(st, &core->pickler, call, &buf);
+    ProcShm *tshm = core->sh->tshm;     /* made by the first launch */
+    int r = ProcPickler_DumpShm(st, &core->pickler, call, &buf, tshm);
     Py_DECREF(call);
     if (r < 0) {
         ProcBuf_Free(&buf);
@@ -238,6 +239,10 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
      * (where core_break and the shutdown logic see it) no Python runs. */
     if (core->broken != NULL || core->shutdown || core->stop_sent
         || (st->proc.global_shutdown && !core->started)) {
+        if (tshm != NULL) {
+            size_t at = CF_MSG_PREFIX + CF_FRAME_HDR;
+            ProcShm_ReleaseHoles(tshm, buf.data + at, buf.len - at);
+        }
         ProcBuf_Free(&buf);
         Py_DECREF(fut);
         if (core->broken != NULL) {
@@ -252,6 +257,9 @@ core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
         return NULL;
     }
     ProcMsg *m = ProcMsg_FromBuf(&buf, id, CF_FRAME_TASK);
+    if (m != NULL && tshm != NULL && m->frame[m->len - 1] != '.') {
+        m->shm = tshm;      /* its holes are freed with it, until sent */
+    }
 
     PyObject *key = PyLong_FromUnsignedLongLong(id);
     if (key == NULL || PyDict_SetItem(core->work_items, key, fut) < 0) {
@@ -638,6 +646,7 @@ cf_processpool_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(ps->ProcessPool_type);
     Py_VISIT(ps->ProcessCore_type);
     Py_VISIT(ps->FrameWriter_type);
+    Py_VISIT(ps->FrameReader_type);
     Py_VISIT(ps->BrokenProcessPool);
     Py_VISIT(ps->RemoteTraceback);
     Py_VISIT(ps->Pickler);
@@ -657,6 +666,7 @@ cf_processpool_clear(cf_state *st)
     Py_CLEAR(ps->ProcessPool_type);
     Py_CLEAR(ps->ProcessCore_type);
     Py_CLEAR(ps->FrameWriter_type);
+    Py_CLEAR(ps->FrameReader_type);
     Py_CLEAR(ps->BrokenProcessPool);
     Py_CLEAR(ps->RemoteTraceback);
     Py_CLEAR(ps->Pickler);

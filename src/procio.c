@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -172,6 +174,7 @@ ProcMsg_New(uint64_t id, uint32_t kind, const void *payload, size_t n)
         return NULL;
     }
     m->next = NULL;
+    m->shm = NULL;
     m->id = id;
     m->len = CF_FRAME_HDR + n;
     m->sent = 0;
@@ -190,6 +193,7 @@ ProcMsg_FromBuf(ProcBuf *b, uint64_t id, uint32_t kind)
     }
     ProcMsg *m = (ProcMsg *)b->data;
     m->next = NULL;
+    m->shm = NULL;
     m->id = id;
     m->len = b->len - CF_MSG_PREFIX;
     m->sent = 0;
@@ -201,6 +205,10 @@ ProcMsg_FromBuf(ProcBuf *b, uint64_t id, uint32_t kind)
 void
 ProcMsg_Free(ProcMsg *m)
 {
+    if (m != NULL && m->shm != NULL) {
+        ProcShm_ReleaseHoles(m->shm, m->frame + CF_FRAME_HDR,
+                             m->len - CF_FRAME_HDR);
+    }
     free(m);
 }
 
@@ -299,6 +307,288 @@ ProcMsgQueue_WriteFd(ProcMsgQueue *q, int fd)
         }
     }
     return 1;
+}
+
+/* ------------------------------------------------------------ ProcShm */
+
+typedef struct {
+    uint64_t magic;
+    uint64_t cap;
+    uint64_t consumed;          /* result region: spans before it are read */
+} ShmHeader;
+
+#define SHM_HDR_MAGIC 0x3130736d68736663ull    /* "cfshm01" */
+
+static size_t
+page_round(size_t n)
+{
+    return (n + 4095) & ~(size_t)4095;
+}
+
+static ProcShm *
+shm_map(int fd, size_t cap, size_t size)
+{
+    ProcShm *s = calloc(1, sizeof(ProcShm));
+    if (s == NULL) {
+        return NULL;
+    }
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_init(&s->mutex, NULL);
+    s->fd = fd;
+    s->base = p;
+    s->cap = cap;
+    s->size = size;
+    s->head = CF_SHM_DATA0;
+    return s;
+}
+
+ProcShm *
+ProcShm_Create(size_t cap)
+{
+#if defined(MFD_CLOEXEC) && defined(F_ADD_SEALS)
+    cap = page_round(cap);
+    if (cap < 2 * CF_SHM_DATA0) {
+        return NULL;
+    }
+    int fd = memfd_create("cfutures", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (ftruncate(fd, (off_t)CF_SHM_DATA0) < 0
+        || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+        close(fd);
+        return NULL;
+    }
+    ProcShm *s = shm_map(fd, cap, CF_SHM_DATA0);
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    ShmHeader h = {.magic = SHM_HDR_MAGIC, .cap = cap, .consumed = 0};
+    memcpy(s->base, &h, sizeof(h));
+    return s;
+#else
+    (void)cap;
+    return NULL;
+#endif
+}
+
+ProcShm *
+ProcShm_Open(int fd)
+{
+    struct stat sb;
+    ShmHeader h;
+    if (fstat(fd, &sb) < 0 || (size_t)sb.st_size < CF_SHM_DATA0
+        || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)
+        || h.magic != SHM_HDR_MAGIC || h.cap < 2 * CF_SHM_DATA0
+        || h.cap > ((uint64_t)1 << 46)) {
+        close(fd);
+        return NULL;
+    }
+    ProcShm *s = shm_map(fd, (size_t)h.cap, (size_t)sb.st_size);
+    if (s == NULL) {
+        /* no address space for it: still readable with pread() */
+        s = calloc(1, sizeof(ProcShm));
+        if (s == NULL) {
+            close(fd);
+            return NULL;
+        }
+        pthread_mutex_init(&s->mutex, NULL);
+        s->fd = fd;
+        s->cap = (size_t)h.cap;
+        s->size = (size_t)sb.st_size;
+    }
+    s->consumer_frees = 1;
+    return s;
+}
+
+void
+ProcShm_Free(ProcShm *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->base != NULL) {
+        munmap(s->base, s->cap);
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    free(s->spans);
+    pthread_mutex_destroy(&s->mutex);
+    free(s);
+}
+
+static ProcShmSpan *
+span_at(ProcShm *s, uint64_t seq)
+{
+    return &s->spans[seq % s->spcap];
+}
+
+/* Mutex held: drop the freed spans at the front. */
+static void
+shm_trim(ProcShm *s)
+{
+    while (s->first_seq < s->next_seq && span_at(s, s->first_seq)->freed) {
+        s->first_seq++;
+    }
+    if (s->first_seq == s->next_seq) {
+        s->head = CF_SHM_DATA0;     /* empty: start again at the front */
+    }
+}
+
+int
+ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
+{
+    size_t len = (n + 63) & ~(size_t)63;
+    if (s->base == NULL || len < n || len > s->cap - CF_SHM_DATA0) {
+        return -1;
+    }
+    pthread_mutex_lock(&s->mutex);
+    if (s->consumer_frees) {
+        uint64_t upto = __atomic_load_n(&((ShmHeader *)s->base)->consumed,
+                                        __ATOMIC_ACQUIRE);
+        for (uint64_t q = s->first_seq; q < upto && q < s->next_seq; q++) {
+            span_at(s, q)->freed = 1;
+        }
+        shm_trim(s);
+    }
+    if (s->next_seq - s->first_seq == s->spcap) {
+        size_t ncap = s->spcap ? s->spcap * 2 : 16;
+        ProcShmSpan *ns = malloc(ncap * sizeof(ProcShmSpan));
+        if (ns == NULL) {
+            goto full;
+        }
+        for (uint64_t q = s->first_seq; q < s->next_seq; q++) {
+            ns[q % ncap] = *span_at(s, q);
+        }
+        free(s->spans);
+        s->spans = ns;
+        s->spcap = ncap;
+    }
+    /* Live data is [tail, head), or wrapped: [tail, cap) + [DATA0, head). */
+    size_t at;
+    if (s->first_seq == s->next_seq) {
+        at = CF_SHM_DATA0;
+    }
+    else {
+        size_t tail = span_at(s, s->first_seq)->off;
+        int wrapped = span_at(s, s->next_seq - 1)->off < tail;
+        if (!wrapped && s->cap - s->head >= len) {
+            at = s->head;
+        }
+        else if (!wrapped && tail - CF_SHM_DATA0 >= len) {
+            at = CF_SHM_DATA0;
+        }
+        else if (wrapped && tail - s->head >= len) {
+            at = s->head;
+        }
+        else {
+            goto full;
+        }
+    }
+    if (at + len > s->size) {
+        /* grow: at least double, at most cap */
+        size_t want = s->size * 2 > at + len ? s->size * 2 : at + len;
+        want = page_round(want);
+        if (want > s->cap) {
+            want = s->cap;
+        }
+        if (ftruncate(s->fd, (off_t)want) < 0) {
+            goto full;
+        }
+        /* Allocate the new pages and map them here in one go: a page
+         * faulted in one at a time costs more than copying it. */
+        (void)fallocate(s->fd, 0, (off_t)s->size, (off_t)(want - s->size));
+#ifdef MADV_POPULATE_WRITE
+        (void)madvise(s->base + s->size, want - s->size, MADV_POPULATE_WRITE);
+#endif
+        s->size = want;
+    }
+    ProcShmSpan *sp = span_at(s, s->next_seq);
+    sp->off = at;
+    sp->len = len;
+    sp->freed = 0;
+    *seq = s->next_seq++;
+    *off = at;
+    s->head = at + len;
+    pthread_mutex_unlock(&s->mutex);
+    return 0;
+full:
+    pthread_mutex_unlock(&s->mutex);
+    return -1;
+}
+
+void
+ProcShm_Release(ProcShm *s, uint64_t seq)
+{
+    pthread_mutex_lock(&s->mutex);
+    if (seq >= s->first_seq && seq < s->next_seq) {
+        span_at(s, seq)->freed = 1;
+        shm_trim(s);
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
+int
+ProcShm_Valid(ProcShm *s, uint64_t off, uint64_t n)
+{
+    if (off < CF_SHM_DATA0 || off > s->cap || n > s->cap - off) {
+        return 0;
+    }
+    if (off + n > s->size) {
+        struct stat sb;
+        if (fstat(s->fd, &sb) < 0) {
+            return 0;
+        }
+        s->size = (size_t)sb.st_size;       /* it only grows */
+    }
+    return off + n <= s->size;
+}
+
+void
+ProcShm_SetConsumed(ProcShm *s, uint64_t seq)
+{
+    __atomic_store_n(&((ShmHeader *)s->base)->consumed, seq,
+                     __ATOMIC_RELEASE);
+}
+
+int
+ProcShm_Holes(const char *p, size_t n, const char **table, size_t *nholes,
+              size_t *plen)
+{
+    uint32_t t[2];
+    if (n < sizeof(t) || p[n - 1] == '.') {
+        return 0;
+    }
+    memcpy(t, p + n - sizeof(t), sizeof(t));
+    if (t[1] != CF_SHM_MAGIC
+        || t[0] > (n - sizeof(t)) / sizeof(ProcHole)) {
+        return CF_ERR_PIPE_PROTO;
+    }
+    size_t tab = (size_t)t[0] * sizeof(ProcHole);
+    *nholes = t[0];
+    *plen = n - sizeof(t) - tab;
+    *table = p + *plen;
+    return 1;
+}
+
+void
+ProcShm_ReleaseHoles(ProcShm *s, const char *p, size_t n)
+{
+    const char *table;
+    size_t nh, plen;
+    if (ProcShm_Holes(p, n, &table, &nh, &plen) == 1) {
+        for (size_t i = 0; i < nh; i++) {
+            ProcHole h;
+            ProcShm_Hole(table, i, &h);
+            ProcShm_Release(s, h.seq);
+        }
+    }
 }
 
 /* ------------------------------------------------------------- misc */

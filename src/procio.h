@@ -13,12 +13,25 @@
  * Host byte order: both ends are processes on one machine.  Payloads are
  * pickles.  `aux` carries the worker's service time (microseconds) in
  * result frames, which the parent uses to size the in-flight depth.
+ *
+ * Large writes of the pickler (>= CF_SHM_MIN: the body of a big bytes,
+ * bytearray or str, a full 64 KiB pickle frame) may instead go through a
+ * shared memory region (ProcShm, below); the payload is then the pickle
+ * with those writes cut out ("holes"), a table saying where each goes and
+ * where it lies in the region, and a trailer:
+ *
+ *     | pickle minus holes | ProcHole[n] | n u32 | CF_SHM_MAGIC u32 |
+ *
+ * A plain payload is one pickle, so it ends with STOP ('.'), which the
+ * magic's last byte never is.
  */
 #ifndef CF_PROCIO_H
 #define CF_PROCIO_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #define CF_ERR_PIPE_NOMEM  (-101)
@@ -91,8 +104,11 @@ int ProcBuf_WriteAll(ProcBuf *b, int fd);
 /* ------------------------------------------------------------ ProcMsg */
 
 /* One outgoing frame owned by the dispatcher: header + payload inline. */
+struct ProcShm;
+
 typedef struct ProcMsg {
     struct ProcMsg *next;
+    struct ProcShm *shm;    /* owns the frame's holes there (or NULL) */
     uint64_t id;
     size_t len;         /* frame bytes (header + payload) */
     size_t sent;        /* bytes already written */
@@ -124,6 +140,77 @@ void ProcMsgQueue_Clear(ProcMsgQueue *q);
  * the queue is empty or the pipe is full.  Written messages are freed.
  * 1: queue drained, 0: pipe full, CF_ERR_PIPE_IO (EPIPE: worker gone). */
 int ProcMsgQueue_WriteFd(ProcMsgQueue *q, int fd);
+
+/* ------------------------------------------------------------ ProcShm */
+
+/* A shared memory region (a memfd: no name, so nothing is left behind in
+ * /dev/shm whatever happens) carrying large payloads.  Each side maps
+ * `cap` bytes once; the file grows on demand (never past cap, never
+ * shrinks: F_SEAL_SHRINK), so a mapping never moves and a reader never
+ * touches memory past the end of the file.
+ *
+ * One writer allocates spans in a ring; a span is freed (by seq) once the
+ * reader is done with it.  Task region: one per pool, written by submit()
+ * (any thread), read by every worker; the dispatcher frees a task's spans
+ * when its answer arrives.  Result region: one per worker, written by the
+ * worker; the parent publishes in the region's header how far it has
+ * consumed, and the worker frees up to there.  When a span does not fit,
+ * the bytes go through the pipe as before: nobody ever waits for room. */
+#define CF_SHM_MIN   ((size_t)64 * 1024)
+#define CF_SHM_MAGIC 0x004d4853u     /* "SHM\0" */
+#define CF_SHM_DATA0 ((size_t)4096)  /* header page */
+#define CF_SHM_CAP   ((size_t)1 << 30)
+
+typedef struct {
+    uint64_t pos;       /* where it goes in the pickle minus holes */
+    uint64_t off;       /* where it lies in the region */
+    uint64_t len;
+    uint64_t seq;       /* its span */
+} ProcHole;
+
+typedef struct {
+    size_t off, len;
+    int freed;
+} ProcShmSpan;
+
+typedef struct ProcShm {
+    pthread_mutex_t mutex;      /* the allocator; a leaf lock */
+    int fd;
+    char *base;                 /* cap bytes mapped */
+    size_t cap;
+    size_t size;                /* file size */
+    int consumer_frees;         /* free up to the header's `consumed` */
+    uint64_t first_seq, next_seq;   /* live spans: [first, next) */
+    ProcShmSpan *spans;         /* ring indexed by seq % spcap */
+    size_t spcap;
+    size_t head;                /* end of the newest span */
+} ProcShm;
+
+/* A new region (parent).  NULL if memfd/mmap are not available. */
+ProcShm *ProcShm_Create(size_t cap);
+/* Map a region received from the parent (worker); takes the fd. */
+ProcShm *ProcShm_Open(int fd);
+void ProcShm_Free(ProcShm *s);
+/* Writer: room for n bytes at *off, span *seq.  0, or -1: no room. */
+int ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq);
+/* Writer: span seq is no longer read. */
+void ProcShm_Release(ProcShm *s, uint64_t seq);
+/* Reader: [off, off + n) lies in the file (checked with fstat). */
+int ProcShm_Valid(ProcShm *s, uint64_t off, uint64_t n);
+/* Reader (result region): every span before seq has been read. */
+void ProcShm_SetConsumed(ProcShm *s, uint64_t seq);
+/* Split a payload: 0 plain, 1 with holes (*plen: the pickle's length,
+ * *table: the hole table, unaligned: read it with ProcShm_Hole),
+ * CF_ERR_PIPE_PROTO if its table is malformed. */
+int ProcShm_Holes(const char *p, size_t n, const char **table,
+                  size_t *nholes, size_t *plen);
+static inline void
+ProcShm_Hole(const char *table, size_t i, ProcHole *h)
+{
+    memcpy(h, table + i * sizeof(ProcHole), sizeof(ProcHole));
+}
+/* Free the spans of a payload's holes (frame dropped unread). */
+void ProcShm_ReleaseHoles(ProcShm *s, const char *p, size_t n);
 
 /* ------------------------------------------------------------- misc */
 

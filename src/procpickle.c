@@ -6,13 +6,37 @@
 #include "procpool.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the frame writer: a file-like object for pickle.Pickler */
 
 typedef struct {
     PyObject_HEAD
     ProcBuf *target;
+    /* Large writes go to shm when set: one ProcHole each in holes, pos
+     * counted from target->len == mark (where this pickle starts). */
+    ProcShm *shm;
+    size_t mark;
+    ProcBuf holes;
 } FrameWriterObject;
+
+/* A large write into shm, as a hole.  0, or -1: no room (use the pipe). */
+static int
+writer_hole(FrameWriterObject *fw, const Py_buffer *view)
+{
+    size_t n = (size_t)view->len, off;
+    uint64_t seq;
+    if (ProcBuf_Reserve(&fw->holes, sizeof(ProcHole)) < 0
+        || ProcShm_Alloc(fw->shm, n, &off, &seq) < 0) {
+        return -1;
+    }
+    memcpy(fw->shm->base + off, view->buf, n);
+    ProcHole h = {.pos = fw->target->len - fw->mark, .off = off, .len = n,
+                  .seq = seq};
+    memcpy(fw->holes.data + fw->holes.len, &h, sizeof(h));
+    fw->holes.len += sizeof(h);
+    return 0;
+}
 
 static PyObject *
 FrameWriter_write(PyObject *self, PyObject *data)
@@ -25,6 +49,12 @@ FrameWriter_write(PyObject *self, PyObject *data)
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
+    }
+    if (fw->shm != NULL && (size_t)view.len >= CF_SHM_MIN
+        && fw->shm->base != NULL && writer_hole(fw, &view) == 0) {
+        Py_ssize_t n = view.len;
+        PyBuffer_Release(&view);
+        return PyLong_FromSsize_t(n);
     }
     int r = ProcBuf_Append(fw->target, view.buf, (size_t)view.len);
     Py_ssize_t n = view.len;
@@ -41,9 +71,18 @@ static PyMethodDef FrameWriter_methods[] = {
 };
 
 static void
+FrameWriter_dealloc_plain(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static void
 FrameWriter_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    ProcBuf_Free(&((FrameWriterObject *)self)->holes);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -193,6 +232,9 @@ ProcPickler_Init(cf_state *st, ProcPickler *pp)
         return -1;
     }
     fw->target = NULL;
+    fw->shm = NULL;
+    fw->mark = 0;
+    ProcBuf_Init(&fw->holes);
     pp->writer = (PyObject *)fw;
     pp->pickler = PyObject_CallFunctionObjArgs(st->proc.Pickler,
                                                pp->writer,
@@ -227,6 +269,42 @@ ProcPickler_Traverse(ProcPickler *pp, visitproc visit, void *arg)
 int
 ProcPickler_Dump(cf_state *st, ProcPickler *pp, PyObject *obj, ProcBuf *target)
 {
+    return ProcPickler_DumpShm(st, pp, obj, target, NULL);
+}
+
+/* The end of a dump with shm: append the hole table and the trailer, or
+ * on error (ok == 0) free the spans already written. */
+static int
+writer_finish(FrameWriterObject *fw, int ok)
+{
+    size_t nh = fw->holes.len / sizeof(ProcHole);
+    int r = 0;
+    if (nh > 0 && ok) {
+        uint32_t t[2] = {(uint32_t)nh, CF_SHM_MAGIC};
+        if (nh > UINT32_MAX / 2
+            || ProcBuf_Append(fw->target, fw->holes.data, fw->holes.len) < 0
+            || ProcBuf_Append(fw->target, t, sizeof(t)) < 0) {
+            PyErr_NoMemory();
+            ok = 0;
+            r = -1;
+        }
+    }
+    if (nh > 0 && !ok) {
+        for (size_t i = 0; i < nh; i++) {
+            ProcHole h;
+            ProcShm_Hole(fw->holes.data, i, &h);
+            ProcShm_Release(fw->shm, h.seq);
+        }
+    }
+    fw->holes.len = 0;
+    fw->shm = NULL;
+    return r;
+}
+
+int
+ProcPickler_DumpShm(cf_state *st, ProcPickler *pp, PyObject *obj,
+                    ProcBuf *target, ProcShm *shm)
+{
     ProcPickler tmp;
     ProcPickler *use = pp;
     if (pp->busy || pp->pickler == NULL) {
@@ -241,9 +319,16 @@ ProcPickler_Dump(cf_state *st, ProcPickler *pp, PyObject *obj, ProcBuf *target)
     }
     size_t mark = target->len;
     use->busy = 1;
-    ((FrameWriterObject *)use->writer)->target = target;
+    FrameWriterObject *fw = (FrameWriterObject *)use->writer;
+    fw->target = target;
+    fw->shm = shm;
+    fw->mark = mark;
+    fw->holes.len = 0;
     PyObject *r = PyObject_CallOneArg(use->dump, obj);
-    ((FrameWriterObject *)use->writer)->target = NULL;
+    if (writer_finish(fw, r != NULL) < 0) {
+        Py_CLEAR(r);
+    }
+    fw->target = NULL;
     PyObject *exc = r == NULL ? cf_PyErr_GetRaisedException() : NULL;
     PyObject *c = PyObject_CallNoArgs(use->clear_memo);
     if (c == NULL) {
@@ -297,6 +382,258 @@ cf_proc_loads(cf_state *st, const char *p, size_t n)
     return obj;
 }
 
+/* ---- the frame reader: a file-like object for pickle.Unpickler that
+ * reads a payload with holes, each hole's bytes straight from shm (so the
+ * body of a big bytes is copied once, from shm into the new object). */
+
+typedef struct {
+    PyObject_HEAD
+    const char *p;          /* the pickle minus holes */
+    size_t plen;
+    const char *table;      /* ProcHole[nholes], validated */
+    size_t nholes;
+    ProcShm *shm;
+    size_t k;               /* segment: 2i = pickle part before hole i, 2i+1 = hole i */
+    size_t at;              /* offset within segment k */
+} FrameReaderObject;
+
+/* Segment k: its bytes (NULL: read with pread from shm at *off) and size. */
+static const char *
+reader_segment(FrameReaderObject *fr, size_t k, size_t *len, uint64_t *off)
+{
+    ProcHole h;
+    size_t i = k / 2;
+    if (k % 2) {
+        ProcShm_Hole(fr->table, i, &h);
+        *len = (size_t)h.len;
+        *off = h.off;
+        return fr->shm->base ? fr->shm->base + h.off : NULL;
+    }
+    size_t from = 0, to = fr->plen;
+    if (i > 0) {
+        ProcShm_Hole(fr->table, i - 1, &h);
+        from = (size_t)h.pos;
+    }
+    if (i < fr->nholes) {
+        ProcHole h2;
+        ProcShm_Hole(fr->table, i, &h2);
+        to = (size_t)h2.pos;
+    }
+    *len = to - from;
+    return fr->p + from;
+}
+
+/* Copy up to n bytes (all, unless the stream ends; line: stop after a
+ * newline).  -1 on pread failure. */
+static Py_ssize_t
+reader_copy(FrameReaderObject *fr, char *dst, size_t n, int line)
+{
+    size_t done = 0;
+    while (done < n && fr->k <= 2 * fr->nholes) {
+        size_t len;
+        uint64_t off = 0;
+        const char *src = reader_segment(fr, fr->k, &len, &off);
+        size_t take = len - fr->at;
+        if (take > n - done) {
+            take = n - done;
+        }
+        if (take > 0) {
+            if (src != NULL) {
+                memcpy(dst + done, src + fr->at, take);
+            }
+            else if (pread(fr->shm->fd, dst + done, take,
+                           (off_t)(off + fr->at)) != (ssize_t)take) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+        }
+        if (line) {
+            const char *nl = memchr(dst + done, '\n', take);
+            if (nl != NULL) {
+                take = (size_t)(nl - (dst + done)) + 1;
+                n = done + take;
+            }
+        }
+        done += take;
+        fr->at += take;
+        if (fr->at == len) {
+            fr->k++;
+            fr->at = 0;
+        }
+    }
+    return (Py_ssize_t)done;
+}
+
+static size_t
+reader_left(FrameReaderObject *fr)
+{
+    size_t left = 0;
+    for (size_t k = fr->k; k <= 2 * fr->nholes; k++) {
+        size_t len;
+        uint64_t off;
+        (void)reader_segment(fr, k, &len, &off);
+        left += len - (k == fr->k ? fr->at : 0);
+    }
+    return left;
+}
+
+static PyObject *
+FrameReader_read(PyObject *self, PyObject *arg)
+{
+    FrameReaderObject *fr = (FrameReaderObject *)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    size_t left = reader_left(fr);
+    if (n < 0 || (size_t)n > left) {
+        n = (Py_ssize_t)left;
+    }
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (b == NULL) {
+        return NULL;
+    }
+    if (reader_copy(fr, PyBytes_AS_STRING(b), (size_t)n, 0) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return b;
+}
+
+static PyObject *
+FrameReader_readinto(PyObject *self, PyObject *arg)
+{
+    FrameReaderObject *fr = (FrameReaderObject *)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    Py_ssize_t r = reader_copy(fr, view.buf, (size_t)view.len, 0);
+    PyBuffer_Release(&view);
+    return r < 0 ? NULL : PyLong_FromSsize_t(r);
+}
+
+static PyObject *
+FrameReader_readline(PyObject *self, PyObject *unused)
+{
+    FrameReaderObject *fr = (FrameReaderObject *)self;
+    /* Text opcodes: rare, short.  Read through the next newline. */
+    size_t left = reader_left(fr);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)left);
+    if (b == NULL) {
+        return NULL;
+    }
+    Py_ssize_t r = reader_copy(fr, PyBytes_AS_STRING(b), left, 1);
+    if (r < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    if ((size_t)r < left && _PyBytes_Resize(&b, r) < 0) {
+        return NULL;
+    }
+    return b;
+}
+
+static PyMethodDef FrameReader_methods[] = {
+    {"read", FrameReader_read, METH_O, NULL},
+    {"readinto", FrameReader_readinto, METH_O, NULL},
+    {"readline", FrameReader_readline, METH_NOARGS, NULL},
+    {NULL, NULL}
+};
+
+static PyType_Slot FrameReader_slots[] = {
+    {Py_tp_dealloc, FrameWriter_dealloc_plain},
+    {Py_tp_methods, FrameReader_methods},
+    {0, NULL},
+};
+
+static PyType_Spec FrameReader_spec = {
+    .name = "cfutures._cfutures._FrameReader",
+    .basicsize = sizeof(FrameReaderObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = FrameReader_slots,
+};
+
+/* loads() of a payload with holes.  The table is checked first: a hole
+ * outside the region's file would fault, not raise. */
+static PyObject *
+loads_holes(cf_state *st, const char *p, size_t n, ProcShm *shm)
+{
+    const char *table;
+    size_t nh, plen;
+    if (ProcShm_Holes(p, n, &table, &nh, &plen) < 0 || shm == NULL) {
+        goto malformed;
+    }
+    uint64_t pos = 0;
+    for (size_t i = 0; i < nh; i++) {
+        ProcHole h;
+        ProcShm_Hole(table, i, &h);
+        if (h.pos < pos || h.pos > plen || !ProcShm_Valid(shm, h.off, h.len)) {
+            goto malformed;
+        }
+        pos = h.pos;
+    }
+    FrameReaderObject *fr = PyObject_New(FrameReaderObject,
+                                         st->proc.FrameReader_type);
+    if (fr == NULL) {
+        return NULL;
+    }
+    fr->p = p;
+    fr->plen = plen;
+    fr->table = table;
+    fr->nholes = nh;
+    fr->shm = shm;
+    fr->k = 0;
+    fr->at = 0;
+    PyObject *obj = NULL;
+    PyObject *unpickler = NULL;
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle != NULL) {
+        PyObject *cls = PyObject_GetAttrString(pickle, "Unpickler");
+        if (cls != NULL) {
+            unpickler = PyObject_CallOneArg(cls, (PyObject *)fr);
+            Py_DECREF(cls);
+        }
+        Py_DECREF(pickle);
+    }
+    if (unpickler != NULL) {
+        obj = PyObject_CallMethod(unpickler, "load", NULL);
+        Py_DECREF(unpickler);
+    }
+    /* The memory is reused after this: make the reader empty. */
+    fr->nholes = 0;
+    fr->plen = 0;
+    fr->k = 1;
+    Py_DECREF(fr);
+    return obj;
+malformed:
+    PyErr_SetString(PyExc_RuntimeError,
+                    "malformed shared memory table in a frame");
+    return NULL;
+}
+
+/* pickle.loads of a payload that may have holes in shm (NULL: none
+ * expected).  publish: the reader of a result region, which tells the
+ * worker once these spans are read. */
+PyObject *
+cf_proc_loads_shm(cf_state *st, const char *p, size_t n, ProcShm *shm,
+                  int publish)
+{
+    if (n == 0 || p[n - 1] == '.') {
+        return cf_proc_loads(st, p, n);
+    }
+    PyObject *obj = loads_holes(st, p, n, shm);
+    const char *table;
+    size_t nh, plen;
+    if (publish && shm != NULL
+        && ProcShm_Holes(p, n, &table, &nh, &plen) == 1 && nh > 0) {
+        ProcHole h;
+        ProcShm_Hole(table, nh - 1, &h);
+        ProcShm_SetConsumed(shm, h.seq + 1);
+    }
+    return obj;
+}
+
 /* '\n"""\n' + ''.join(format_exception(type(e), e, tb)) + '"""' */
 PyObject *
 cf_proc_format_tb(cf_state *st, PyObject *exc)
@@ -342,5 +679,10 @@ cf_procpickle_module_init(PyObject *mod, cf_state *st)
 {
     st->proc.FrameWriter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         mod, &FrameWriter_spec, NULL);
-    return st->proc.FrameWriter_type == NULL ? -1 : 0;
+    if (st->proc.FrameWriter_type == NULL) {
+        return -1;
+    }
+    st->proc.FrameReader_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        mod, &FrameReader_spec, NULL);
+    return st->proc.FrameReader_type == NULL ? -1 : 0;
 }

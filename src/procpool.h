@@ -77,15 +77,22 @@ int ProcPickler_Init(cf_state *st, ProcPickler *pp);
 void ProcPickler_Clear(ProcPickler *pp);
 int ProcPickler_Traverse(ProcPickler *pp, visitproc visit, void *arg);
 /* Append pickle(obj) to *target.  On error the buffer is truncated back
- * and -1 is returned with an exception set. */
+ * and -1 is returned with an exception set.  DumpShm: large writes go to
+ * shm as holes when there is room (shm may be NULL). */
 int ProcPickler_Dump(cf_state *st, ProcPickler *pp, PyObject *obj,
                      ProcBuf *target);
 /* Reducer tables were (re)registered by _process_init: watch them (3.12+);
  * module state cleared: stop watching. */
 void cf_proc_tables_watch(cf_state *st);
 void cf_proc_tables_unwatch(cf_state *st);
+int ProcPickler_DumpShm(cf_state *st, ProcPickler *pp, PyObject *obj,
+                        ProcBuf *target, ProcShm *shm);
 /* pickle.loads over raw memory, without copying it into bytes. */
 PyObject *cf_proc_loads(cf_state *st, const char *p, size_t n);
+/* The same for a payload that may have holes in shm (procio.h); publish:
+ * tell the writer (a worker) that these spans are read. */
+PyObject *cf_proc_loads_shm(cf_state *st, const char *p, size_t n,
+                            ProcShm *shm, int publish);
 /* '\n"""\n' + ''.join(format_exception(type(e), e, tb)) + '"""' */
 PyObject *cf_proc_format_tb(cf_state *st, PyObject *exc);
 /* exc.__cause__ = _RemoteTraceback(text) */

@@ -15,7 +15,8 @@
 /* Run one task frame; append the answer (header + pickle) to out. */
 static void
 worker_run_task(cf_state *st, ProcPickler *pp, const ProcFrameHeader *h,
-                const char *payload, ProcBuf *out, uint32_t flags)
+                const char *payload, ProcBuf *out, uint32_t flags,
+                ProcShm *tshm, ProcShm *rshm)
 {
     cf_time_t t0 = cf_monotonic_ns();
     size_t hdr_at = out->len;
@@ -26,7 +27,8 @@ worker_run_task(cf_state *st, ProcPickler *pp, const ProcFrameHeader *h,
     }
     out->len += CF_FRAME_HDR;
 
-    PyObject *call = cf_proc_loads(st, payload, (size_t)h->len);
+    PyObject *call = cf_proc_loads_shm(st, payload, (size_t)h->len,
+                                       tshm, 0);
     PyObject *res = NULL;
     if (call != NULL) {
         if (!PyTuple_Check(call) || PyTuple_GET_SIZE(call) != 3
@@ -42,7 +44,7 @@ worker_run_task(cf_state *st, ProcPickler *pp, const ProcFrameHeader *h,
         Py_DECREF(call);
     }
     if (res != NULL) {
-        int r = ProcPickler_Dump(st, pp, res, out);
+        int r = ProcPickler_DumpShm(st, pp, res, out, rshm);
         Py_DECREF(res);
         if (r == 0) {
             goto done;
@@ -69,7 +71,7 @@ worker_run_task(cf_state *st, ProcPickler *pp, const ProcFrameHeader *h,
         if (pair == NULL) {
             continue;
         }
-        int r = ProcPickler_Dump(st, pp, pair, out);
+        int r = ProcPickler_DumpShm(st, pp, pair, out, rshm);
         Py_DECREF(pair);
         if (r == 0) {
             goto done;
@@ -130,18 +132,20 @@ worker_flush(ProcBuf *out, int fd)
 }
 
 const char cf_process_worker_loop_doc[] =
-"_process_worker_loop($module, task_fd, result_fd, max_tasks, /)\n--\n\n"
+"_process_worker_loop($module, task_fd, result_fd, max_tasks,\n"
+"                     tshm_fd=-1, rshm_fd=-1, /)\n--\n\n"
 "Body of a worker process: run framed tasks until STOP, EOF or\n"
-"max_tasks (0: unlimited) tasks.";
+"max_tasks (0: unlimited) tasks.  The shared memory regions' fds (the\n"
+"pool's task region, this worker's result region) are taken over.";
 
 PyObject *
 cf_process_worker_loop(PyObject *mod, PyObject *args)
 {
     cf_state *st = cf_get_state(mod);
-    int task_fd, result_fd;
+    int task_fd, result_fd, tshm_fd = -1, rshm_fd = -1;
     unsigned long long max_tasks;
-    if (!PyArg_ParseTuple(args, "iiK:_process_worker_loop", &task_fd,
-                          &result_fd, &max_tasks)) {
+    if (!PyArg_ParseTuple(args, "iiK|ii:_process_worker_loop", &task_fd,
+                          &result_fd, &max_tasks, &tshm_fd, &rshm_fd)) {
         return NULL;
     }
     if (st->proc.BrokenProcessPool == NULL) {
@@ -149,8 +153,12 @@ cf_process_worker_loop(PyObject *mod, PyObject *args)
                         "cfutures.process was not initialised");
         return NULL;
     }
+    ProcShm *tshm = tshm_fd >= 0 ? ProcShm_Open(tshm_fd) : NULL;
+    ProcShm *rshm = rshm_fd >= 0 ? ProcShm_Open(rshm_fd) : NULL;
     ProcPickler pp;
     if (ProcPickler_Init(st, &pp) < 0) {
+        ProcShm_Free(tshm);
+        ProcShm_Free(rshm);
         return NULL;
     }
     int fl = fcntl(task_fd, F_GETFL);
@@ -229,7 +237,7 @@ cf_process_worker_loop(PyObject *mod, PyObject *args)
         ntasks++;
         int last = max_tasks && ntasks >= max_tasks;
         worker_run_task(st, &pp, &h, payload, &out,
-                        last ? CF_FRAME_F_EXIT : 0);
+                        last ? CF_FRAME_F_EXIT : 0, tshm, rshm);
         if (last) {
             break;
         }
@@ -250,6 +258,8 @@ done:
     ProcBuf_Free(&in);
     ProcBuf_Free(&out);
     ProcPickler_Clear(&pp);
+    ProcShm_Free(tshm);
+    ProcShm_Free(rshm);
     return ret;
 }
 

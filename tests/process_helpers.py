@@ -71,11 +71,18 @@ def segfault():
     ctypes.string_at(0)
 
 
+class _DieWhenPickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def kill_self_soon_then_return_big(delay, size):
-    """Die (SIGKILL) while the worker pickles/writes a big result."""
+    """Die (SIGKILL) while the worker pickles/writes a big result: after
+    `delay` seconds, or at the latest once its `size` bytes are written
+    (however fast that is)."""
     pid = os.getpid()
     threading.Timer(delay, os.kill, (pid, signal.SIGKILL)).start()
-    return b"x" * size
+    return [b"x" * size, _DieWhenPickled()]
 
 
 class Unpicklable:
