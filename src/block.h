@@ -67,6 +67,7 @@ cf_spin_check(int i, cf_time_t end)
     return cf_monotonic_ns() > end;
 }
 
+#if !CF_FT
 extern int cf_gil_free_hint;
 
 static inline void
@@ -80,6 +81,15 @@ cf_hint_gil_acquired(void)
 {
     __atomic_store_n(&cf_gil_free_hint, 0, __ATOMIC_RELAXED);
 }
+
+/* Spin (GIL released) until the hint says the GIL is free, or budget. */
+void cf_spin_for_gil(void);
+#else
+/* Free-threaded: no GIL to hand over, so no hint and no spin for it. */
+static inline void cf_hint_gil_released(void) {}
+static inline void cf_hint_gil_acquired(void) {}
+static inline void cf_spin_for_gil(void) {}
+#endif
 
 /* Adaptive budget, from how long the wait really took: a wait that a
  * full spin would have covered grows the budget, a longer one halves it;
@@ -95,9 +105,6 @@ cf_spin_adapt(cf_time_t budget, cf_time_t waited)
     budget /= 2;
     return budget < CF_SPIN_MIN_NS ? CF_SPIN_MIN_NS : budget;
 }
-
-/* Spin (GIL released) until the hint says the GIL is free, or budget. */
-void cf_spin_for_gil(void);
 
 /* ------------------------------------------------------------- the waits */
 

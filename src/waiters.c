@@ -8,7 +8,9 @@
  * stdlib's wait() does, and calls add_result/add_exception/add_cancelled.
  * Either way a completion pushes the link's index on the fired queue:
  * O(1) per completion, whatever the number of futures waited on.
- */
+ * Free-threaded: the fired queue and flags are under the waiter's lock
+ * (inside a future's, never around one); only the owner (wait()'s caller,
+ * the iterator's single next()) installs and drops links. */
 #include "cfutures.h"
 
 #include <stddef.h>
@@ -34,7 +36,11 @@ typedef struct {
     Py_ssize_t *fired;          /* FIFO of link indices, capacity nlinks */
     Py_ssize_t fired_head, fired_tail;
     PyObject *foreign;          /* dict: foreign future -> index, or NULL */
+    CF_FT_MUTEX(w_mutex)        /* free-threaded: fired queue, flags */
 } WaiterObject;
+
+#define W_LOCK(w) CF_FT_LOCK((w)->w_mutex)
+#define W_UNLOCK(w) CF_FT_UNLOCK((w)->w_mutex)
 
 #define WAITER_OF(w) \
     ((WaiterObject *)((char *)(w) - offsetof(WaiterObject, base)))
@@ -50,7 +56,7 @@ waiter_wake(WaiterObject *w)
 
 /* Record that link i fired.  GIL held; no Python. */
 static void
-waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
+waiter_fire_locked(WaiterObject *w, Py_ssize_t i, int is_exception)
 {
     cf_link *l = &w->links[i];
     if (l->fired || l->future == NULL) {
@@ -81,6 +87,27 @@ waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
 }
 
 static void
+waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
+{
+    W_LOCK(w);
+    waiter_fire_locked(w, i, is_exception);
+    W_UNLOCK(w);
+}
+
+/* Unlink l from its future if linked (only natives' links ever are). */
+static void
+link_unlink(cf_link *l)
+{
+    if (!__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+        return;
+    }
+    FutureObject *fut = (FutureObject *)l->future;
+    CF_FUT_LOCK(fut);
+    cf_future_unlink(fut, l);   /* no-op if Future.__init__() orphaned it */
+    CF_FUT_UNLOCK(fut);
+}
+
+static void
 waiter_notify(cf_waiter *base, cf_link *link, int event)
 {
     WaiterObject *w = WAITER_OF(base);
@@ -99,6 +126,7 @@ waiter_new(cf_state *st, int mode, Py_ssize_t n)
     w->base.notify = waiter_notify;
     w->base.events = CF_EV_FINISH | CF_EV_NOTIFY;
     cf_event_init(&w->ev);
+    CF_FT_MUTEX_INIT(w->w_mutex);
     w->mode = mode;
     w->triggered = w->sleeping = w->posted = 0;
     w->npending = 0;
@@ -125,15 +153,17 @@ static PyObject *
 waiter_add(WaiterObject *w, PyObject *fut, int is_exc)
 {
     if (w->foreign != NULL) {
-        PyObject *idx = PyDict_GetItemWithError(w->foreign, fut);
-        if (idx != NULL) {
+        PyObject *idx;
+        int r = cf_PyDict_GetItemRef(w->foreign, fut, &idx);
+        if (r < 0) {
+            return NULL;
+        }
+        if (r > 0) {
             Py_ssize_t i = PyLong_AsSsize_t(idx);
+            Py_DECREF(idx);
             if (i >= 0 && i < w->nlinks) {
                 waiter_fire(w, i, is_exc);
             }
-        }
-        else if (PyErr_Occurred()) {
-            return NULL;
         }
     }
     Py_RETURN_NONE;
@@ -225,8 +255,8 @@ waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
         return 0;
     }
     int rc = 0;
-    if (l->linked) {
-        cf_future_unlink((FutureObject *)fut, l);
+    if (__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+        link_unlink(l);
     }
     else if (l->orphaned) {
         /* the stdlib's f._waiters.remove(waiter) on the list a second
@@ -256,8 +286,8 @@ waiter_detach(cf_state *st, WaiterObject *w)
 {
     for (Py_ssize_t i = 0; i < w->nlinks; i++) {
         cf_link *l = &w->links[i];
-        if (l->linked) {
-            cf_future_unlink((FutureObject *)l->future, l);
+        if (__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+            link_unlink(l);
             Py_CLEAR(l->future);
         }
     }
@@ -293,9 +323,7 @@ Waiter_clear(PyObject *self)
     WaiterObject *w = (WaiterObject *)self;
     for (Py_ssize_t i = 0; i < w->nlinks; i++) {
         cf_link *l = &w->links[i];
-        if (l->linked) {
-            cf_future_unlink((FutureObject *)l->future, l);
-        }
+        link_unlink(l);
         Py_CLEAR(l->future);
     }
     Py_CLEAR(w->foreign);
@@ -453,7 +481,7 @@ static int
 future_is_waited(cf_state *st, PyObject *f, int *done)
 {
     if (cf_is_future(st, f)) {
-        *done = cf_state_is_waited(((FutureObject *)f)->fut_state);
+        *done = cf_state_is_waited(CF_LOAD_STATE((FutureObject *)f));
         return 0;
     }
     return pyfuture_is_waited(st, f, done);
@@ -471,6 +499,7 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
     l->future = Py_NewRef(f);
     if (cf_is_future(st, f)) {
         FutureObject *fut = (FutureObject *)f;
+        CF_FUT_LOCK(fut);
         if (cf_state_is_waited(fut->fut_state)) {
             waiter_fire(w, i, fut->fut_state == CF_FINISHED
                                   && fut->fut_exception != NULL);
@@ -478,6 +507,7 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
         else {
             cf_future_link(fut, l);
         }
+        CF_FUT_UNLOCK(fut);
         return 0;
     }
     if (w->foreign == NULL) {
@@ -513,11 +543,21 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
 static int
 waiter_sleep(WaiterObject *w, cf_time_t deadline)
 {
-    while (!w->triggered) {
-        w->sleeping = 1;
-        w->posted = 0;
+    for (;;) {
+        W_LOCK(w);
+        int triggered = w->triggered;
+        if (!triggered) {
+            w->sleeping = 1;
+            w->posted = 0;
+        }
+        W_UNLOCK(w);
+        if (triggered) {
+            break;
+        }
         int r = cf_event_wait_gil(&w->ev, deadline);
+        W_LOCK(w);
         w->sleeping = 0;
+        W_UNLOCK(w);
         if (r < 0) {
             return -1;
         }
@@ -527,6 +567,7 @@ waiter_sleep(WaiterObject *w, cf_time_t deadline)
     }
     return 0;
 }
+
 
 /* --------------------------------------------------------------- wait */
 
@@ -544,7 +585,8 @@ any_raised(cf_state *st, PyObject *done, int *found)
         PyObject *f = PyList_GET_ITEM(items, i);
         if (cf_is_future(st, f)) {
             FutureObject *fut = (FutureObject *)f;
-            if (fut->fut_state == CF_FINISHED && fut->fut_exception != NULL) {
+            if (CF_LOAD_STATE(fut) == CF_FINISHED
+                && CF_FUT_PEEK(fut, fut_exception) != NULL) {
                 *found = 1;
                 break;
             }
@@ -724,7 +766,10 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (waiter_sleep(w, deadline) < 0) {
         goto out;
     }
-    for (Py_ssize_t k = w->fired_head; k < w->fired_tail; k++) {
+    W_LOCK(w);
+    Py_ssize_t tail = w->fired_tail;    /* completers may still append */
+    W_UNLOCK(w);
+    for (Py_ssize_t k = w->fired_head; k < tail; k++) {
         PyObject *f = w->links[w->fired[k]].future;
         if (PySet_Add(done, f) < 0 || PySet_Discard(not_done, f) < 0) {
             goto out;
@@ -905,13 +950,12 @@ static PyObject *
 AsCompleted_next(PyObject *self)
 {
     AsCompletedObject *it = (AsCompletedObject *)self;
-    if (it->running) {
+    if (!cf_enter_flag(&it->running)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
-    it->running = 1;
     PyObject *r = AsCompleted_next_impl(self);
-    it->running = 0;
+    cf_leave_flag(&it->running);
     return r;
 }
 
@@ -940,17 +984,24 @@ AsCompleted_next_impl(PyObject *self)
     }
     WaiterObject *w = it->waiter;
     for (;;) {
-        if (w != NULL && w->fired_head < w->fired_tail) {
-            Py_ssize_t i = w->fired[w->fired_head++];
+        Py_ssize_t i = -1;
+        if (w != NULL) {
+            W_LOCK(w);
+            if (w->fired_head < w->fired_tail) {
+                i = w->fired[w->fired_head++];
+                if (w->fired_head == w->fired_tail) {
+                    w->triggered = 0;
+                }
+            }
+            W_UNLOCK(w);
+        }
+        if (i >= 0) {
             PyObject *f = Py_NewRef(w->links[i].future);
             if (waiter_drop_link(st, w, i) < 0) {
                 Py_DECREF(f);
                 return ac_fail(st, it);
             }
             it->npending--;
-            if (w->fired_head == w->fired_tail) {
-                w->triggered = 0;
-            }
             return f;
         }
         if (it->npending <= 0) {
@@ -984,12 +1035,15 @@ PyDoc_STRVAR(ac_close_doc,
 static PyObject *
 AsCompleted_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (((AsCompletedObject *)self)->running) {
+    AsCompletedObject *it = (AsCompletedObject *)self;
+    if (!cf_enter_flag(&it->running)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
     cf_state *st = cf_state_from_type(Py_TYPE(self));
-    if (st == NULL || ac_stop(st, (AsCompletedObject *)self) < 0) {
+    int rc = st == NULL ? -1 : ac_stop(st, it);
+    cf_leave_flag(&it->running);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
