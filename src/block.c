@@ -7,9 +7,11 @@
 
 /* ---------------------------------------------------- GIL hand-off hint */
 
-int cf_gil_free_hint = 0;
 cf_time_t cf_wake_ns = CF_WAKE_INIT_NS;
 cf_spin_counters cf_spin_stats;
+
+#if !CF_FT
+int cf_gil_free_hint = 0;
 
 /* Per-thread budget for waiting on the hint: it shrinks in threads whose
  * GIL is mostly released by code that sets no hint (time.sleep, I/O) and
@@ -62,6 +64,7 @@ cf_gil_spin_after(cf_time_t spin_start)
     }
     gil_budget = cf_spin_adapt(gil_budget, waited);
 }
+#endif
 
 /* ------------------------------------------------------------ cf_event */
 

@@ -123,6 +123,7 @@ cf_spin_check(int i, cf_time_t end)
     return cf_monotonic_ns() > end;
 }
 
+#if !CF_FT
 extern int cf_gil_free_hint;
 
 static inline void
@@ -136,6 +137,20 @@ cf_hint_gil_acquired(void)
 {
     __atomic_store_n(&cf_gil_free_hint, 0, __ATOMIC_RELAXED);
 }
+
+/* Spin (GIL released) until the hint says the GIL is free, or for this
+ * thread's adaptive budget.  Returns 0 if the hint came, else the time
+ * the spin began: pass it to cf_gil_spin_after() once the GIL is taken,
+ * so that the budget learns how long the wait really was. */
+cf_time_t cf_spin_for_gil(void);
+void cf_gil_spin_after(cf_time_t spin_start);
+#else
+/* Free-threaded: no GIL to hand over, so no hint and no spin for it. */
+static inline void cf_hint_gil_released(void) {}
+static inline void cf_hint_gil_acquired(void) {}
+static inline cf_time_t cf_spin_for_gil(void) { return 0; }
+static inline void cf_gil_spin_after(cf_time_t spin_start) { (void)spin_start; }
+#endif
 
 /* Adaptive budget, from how long the wait really took: a wait that a
  * full spin would have covered grows the budget, a longer one halves it;
@@ -153,13 +168,6 @@ cf_spin_adapt(cf_time_t budget, cf_time_t waited)
     budget /= 2;
     return budget < CF_SPIN_MIN_NS ? CF_SPIN_MIN_NS : budget;
 }
-
-/* Spin (GIL released) until the hint says the GIL is free, or for this
- * thread's adaptive budget.  Returns 0 if the hint came, else the time
- * the spin began: pass it to cf_gil_spin_after() once the GIL is taken,
- * so that the budget learns how long the wait really was. */
-cf_time_t cf_spin_for_gil(void);
-void cf_gil_spin_after(cf_time_t spin_start);
 
 /* ------------------------------------------------------------- the waits */
 

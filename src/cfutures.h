@@ -12,6 +12,29 @@
  *
  * Pure-C pieces (cf_event, the thread pool queue) hold no PyObject they
  * touch without the GIL, and never take the GIL while holding a pool mutex.
+ *
+ * Free-threaded builds (Py_GIL_DISABLED, 3.13t/3.14t) add a lock wherever
+ * the GIL did the excluding; on GIL builds they all compile to nothing.
+ *   fut_mutex   (PyMutex, per future) state, result, exception, callbacks
+ *               list, _condition/_waiters pointers, the C waiter links
+ *   w_mutex     (PyMutex, per wait()/as_completed() waiter) fired queue,
+ *               counters, sleep flags
+ *   run_mu      (PyMutex, per thread pool) the running-task list
+ *   tp_mutex    (PyMutex, per module state) the interpreter's pool list
+ *   critical sections (Py_BEGIN_CRITICAL_SECTION) on the process pool's
+ *               executor (its core pointer) and _ProcessCore (every field)
+ *   atomics     the "one thread inside" flags of the map / as_completed /
+ *               chain iterators, pool refcounts and shutdown flags
+ * Lock order (take only rightwards; a critical section may be held while
+ * calling Python, since CPython lets it go whenever its holder blocks,
+ * like the GIL it stands in for):
+ *   critical sections -> start_lock -> tp_mutex -> tp_reg_mu
+ *       -> pool->mu | sh->mutex | InterpCore mutex
+ *   critical sections -> fut_mutex -> w_mutex
+ *   run_mu: a leaf
+ * fut_mutex, w_mutex, run_mu and tp_mutex cover plain C only: no Python,
+ * no decref (a __del__), no other lock but the one to their right.
+ * Callbacks, pickling and logging run with no cfutures mutex held.
  */
 #ifndef CF_CFUTURES_H
 #define CF_CFUTURES_H
@@ -104,7 +127,30 @@ typedef struct {
     PyObject *fut_condition;    /* lazily made threading.Condition, or NULL */
     PyObject *fut_waiters;      /* lazily made list of stdlib-style waiters */
     cf_link *fut_links;         /* C waiters, doubly linked */
+    CF_FT_MUTEX(fut_mutex)      /* free-threaded: every field above */
 } FutureObject;
+
+/* The future's own lock (free-threaded builds; nothing with the GIL).
+ * Held only over plain C: no Python, no decref, no other lock but a
+ * waiter's (see the lock order at the top). */
+#define CF_FUT_LOCK(fut) CF_FT_LOCK((fut)->fut_mutex)
+#define CF_FUT_UNLOCK(fut) CF_FT_UNLOCK((fut)->fut_mutex)
+
+/* A strong reference to one of fut's object fields (NULL if unset), read
+ * under the future's lock. */
+static inline PyObject *
+cf_fut_field_ref(FutureObject *fut, PyObject *const *field)
+{
+    CF_FUT_LOCK(fut);
+    PyObject *o = Py_XNewRef(*field);
+    CF_FUT_UNLOCK(fut);
+    return o;
+}
+
+/* Unlocked peek at a field that is only tested against NULL before the
+ * locked read (a lazily made object: _condition, _waiters, callbacks). */
+#define CF_FUT_PEEK(fut, field) \
+    __atomic_load_n(&(fut)->field, __ATOMIC_RELAXED)
 
 /* ------------------------------------------------------- module state */
 
@@ -189,6 +235,7 @@ typedef struct {
 
     /* threadpool.c: registry for fork/exit hooks, set up by _tp_configure */
     struct cf_pool *tp_pools;
+    CF_FT_MUTEX(tp_mutex)               /* free-threaded: tp_pools links */
     int tp_exiting;                     /* interpreter shutdown began */
     PyObject *tp_Thread;                /* threading.Thread */
     PyObject *tp_all_threads;           /* WeakSet of every worker */
@@ -259,8 +306,8 @@ PyObject *cf_future_result_nowait(cf_state *st, FutureObject *fut);
 PyObject *cf_future_result_deadline(cf_state *st, FutureObject *fut,
                                     cf_time_t deadline);
 
-/* fut_state is written with the GIL held and may be read by a spinner
- * without it. */
+/* fut_state is written under the future's lock (the GIL on GIL builds)
+ * and may be read without it (done(), a spinner). */
 #define CF_SET_STATE(fut, s) \
     __atomic_store_n(&(fut)->fut_state, (s), __ATOMIC_RELEASE)
 #define CF_LOAD_STATE(fut) __atomic_load_n(&(fut)->fut_state, __ATOMIC_ACQUIRE)

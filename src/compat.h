@@ -187,4 +187,76 @@ cf_leave_py_frames(PyThreadState *ts, int n)
 }
 #endif
 
+/* ------------------------------------------------ free-threaded builds */
+
+/* Free-threaded CPython (PEP 703, 3.13t/3.14t; Py_GIL_DISABLED): objects
+ * that the GIL protected elsewhere get their own lock.  Written against
+ * the API 3.13 and 3.14 share (PyMutex, Py_BEGIN_CRITICAL_SECTION,
+ * PyDict_GetItemRef).  On GIL builds every CF_FT_* lock compiles to
+ * nothing, as CPython's own critical-section macros do. */
+#ifdef Py_GIL_DISABLED
+#define CF_FT 1
+#define CF_FT_MUTEX(name) PyMutex name;
+#define CF_FT_LOCK(m) PyMutex_Lock(&(m))
+#define CF_FT_UNLOCK(m) PyMutex_Unlock(&(m))
+#define CF_FT_MUTEX_INIT(m) ((m) = (PyMutex){0})
+#else
+#define CF_FT 0
+#define CF_FT_MUTEX(name)
+#define CF_FT_LOCK(m) ((void)0)
+#define CF_FT_UNLOCK(m) ((void)0)
+#define CF_FT_MUTEX_INIT(m) ((void)0)
+#endif
+
+/* "A thread is inside": 1 if this thread got in (flag was 0). */
+static inline int
+cf_enter_flag(int *flag)
+{
+    return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
+static inline void
+cf_leave_flag(int *flag)
+{
+    __atomic_store_n(flag, 0, __ATOMIC_RELEASE);
+}
+
+/* Py_BEGIN_CRITICAL_SECTION: 3.13 (a no-op on GIL builds there too). */
+#if PY_VERSION_HEX < 0x030D0000
+#define Py_BEGIN_CRITICAL_SECTION(op) {
+#define Py_END_CRITICAL_SECTION() }
+#define Py_BEGIN_CRITICAL_SECTION2(a, b) {
+#define Py_END_CRITICAL_SECTION2() }
+#endif
+
+/* PyDict_GetItemRef: 3.13.  1 and a new reference, 0 (missing), -1. */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int
+cf_PyDict_GetItemRef(PyObject *d, PyObject *key, PyObject **res)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL) {
+        *res = NULL;
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    *res = Py_NewRef(v);
+    return 1;
+}
+static inline int
+cf_PyDict_GetItemStringRef(PyObject *d, const char *key, PyObject **res)
+{
+    PyObject *k = PyUnicode_FromString(key);
+    if (k == NULL) {
+        *res = NULL;
+        return -1;
+    }
+    int r = cf_PyDict_GetItemRef(d, k, res);
+    Py_DECREF(k);
+    return r;
+}
+#else
+#define cf_PyDict_GetItemRef PyDict_GetItemRef
+#define cf_PyDict_GetItemStringRef PyDict_GetItemStringRef
+#endif
+
 #endif /* CF_COMPAT_H */

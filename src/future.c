@@ -1,4 +1,6 @@
-/* The C Future: concurrent.futures.Future's state machine, GIL-protected.
+/* The C Future: concurrent.futures.Future's state machine, protected by
+ * the GIL, and on free-threaded builds by the future's own lock too
+ * (CF_FUT_LOCK: plain C only; see the lock order in cfutures.h).
  *
  * The Python package derives cfutures.Future from this type and from
  * concurrent.futures.Future, so isinstance checks in asyncio pass.
@@ -20,6 +22,7 @@ future_state(PyObject *self)
 
 /* ----------------------------------------------------------- C links */
 
+/* Link and unlink: the caller holds the future's lock. */
 void
 cf_future_link(FutureObject *fut, cf_link *link)
 {
@@ -53,7 +56,8 @@ cf_future_unlink(FutureObject *fut, cf_link *link)
     link->linked = 0;
 }
 
-/* Post every C waiter that asked for this event.  Never calls Python. */
+/* Post every C waiter that asked for this event.  Never calls Python.
+ * The future's lock is held. */
 void
 notify_links(FutureObject *fut, int event)
 {
@@ -71,11 +75,13 @@ notify_links(FutureObject *fut, int event)
 static PyObject *
 cond_enter(cf_state *st, FutureObject *fut)
 {
-    PyObject *cond = fut->fut_condition;
+    if (CF_FUT_PEEK(fut, fut_condition) == NULL) {
+        return NULL;
+    }
+    PyObject *cond = cf_fut_field_ref(fut, &fut->fut_condition);
     if (cond == NULL) {
         return NULL;
     }
-    Py_INCREF(cond);
     PyObject *r = PyObject_CallMethodNoArgs(cond, st->str_acquire);
     if (r == NULL) {
         Py_DECREF(cond);
@@ -127,11 +133,16 @@ cond_exit(cf_state *st, PyObject *cond, int notify)
 static int
 call_py_waiters(FutureObject *fut, PyObject *name)
 {
-    if (fut->fut_waiters == NULL || PyList_GET_SIZE(fut->fut_waiters) == 0) {
+    if (CF_FUT_PEEK(fut, fut_waiters) == NULL) {
         return 0;
     }
-    PyObject *snap = PyList_GetSlice(fut->fut_waiters, 0,
-                                     PyList_GET_SIZE(fut->fut_waiters));
+    PyObject *lst = cf_fut_field_ref(fut, &fut->fut_waiters);
+    if (lst == NULL || PyList_GET_SIZE(lst) == 0) {
+        Py_XDECREF(lst);
+        return 0;
+    }
+    PyObject *snap = PyList_GetSlice(lst, 0, PyList_GET_SIZE(lst));
+    Py_DECREF(lst);
     if (snap == NULL) {
         return -1;
     }
@@ -240,11 +251,17 @@ call_callback(cf_state *st, PyObject *fut, PyObject *fn)
 static int
 invoke_callbacks(cf_state *st, FutureObject *fut)
 {
+    if (CF_FUT_PEEK(fut, fut_callbacks) == NULL) {
+        return 0;
+    }
+    /* taken under the lock: each callback runs once, whoever races */
+    CF_FUT_LOCK(fut);
     PyObject *cbs = fut->fut_callbacks;
+    fut->fut_callbacks = NULL;
+    CF_FUT_UNLOCK(fut);
     if (cbs == NULL) {
         return 0;
     }
-    fut->fut_callbacks = NULL;
     int rc = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
         PyObject *fn = Py_NewRef(PyList_GET_ITEM(cbs, i));
@@ -272,7 +289,8 @@ set_invalid_state(cf_state *st, FutureObject *fut)
         return;
     }
     PyObject *msg = PyUnicode_FromFormat("%U: %U",
-                                         st->state_names[fut->fut_state], r);
+                                         st->state_names[CF_LOAD_STATE(fut)],
+                                         r);
     Py_DECREF(r);
     if (msg != NULL) {
         PyErr_SetObject(st->InvalidStateError, msg);
@@ -286,25 +304,33 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
 {
     /* Fast path: nobody ever touched the stdlib protocol. */
     COND_ENTER(st, fut, cond);
+    PyObject *new_exc = NULL, *new_res = NULL, *old_exc, *old_res = NULL;
+    if (exc != NULL && exc != Py_None) {
+        new_exc = Py_NewRef(exc);
+    }
+    else if (result != NULL && result != Py_None) {
+        new_res = Py_NewRef(result);
+    }
+    CF_FUT_LOCK(fut);
     if (cf_state_is_done(fut->fut_state)) {
+        CF_FUT_UNLOCK(fut);
+        Py_XDECREF(new_exc);
+        Py_XDECREF(new_res);
         set_invalid_state(st, fut);
         cond_exit(st, cond, 0);
         return -1;
     }
-    if (exc != NULL && exc != Py_None) {
-        Py_XSETREF(fut->fut_exception, Py_NewRef(exc));
-    }
-    else {
-        Py_CLEAR(fut->fut_exception);
-        if (result != NULL && result != Py_None) {
-            Py_XSETREF(fut->fut_result, Py_NewRef(result));
-        }
-        else {
-            Py_CLEAR(fut->fut_result);
-        }
+    old_exc = fut->fut_exception;
+    fut->fut_exception = new_exc;
+    if (new_exc == NULL) {
+        old_res = fut->fut_result;
+        fut->fut_result = new_res;
     }
     CF_SET_STATE(fut, CF_FINISHED);
     notify_links(fut, CF_EV_FINISH);
+    CF_FUT_UNLOCK(fut);
+    Py_XDECREF(old_exc);    /* may run Python: after the lock */
+    Py_XDECREF(old_res);
     int rc = call_py_waiters(fut, exc != NULL ? st->str_add_exception
                                               : st->str_add_result);
     if (cond_exit(st, cond, 1) < 0) {
@@ -320,15 +346,19 @@ int
 cf_future_cancel(cf_state *st, FutureObject *fut)
 {
     COND_ENTER(st, fut, cond);
+    CF_FUT_LOCK(fut);
     int s = fut->fut_state;
+    if (s == CF_PENDING) {
+        CF_SET_STATE(fut, CF_CANCELLED);
+        notify_links(fut, CF_EV_CANCEL);
+    }
+    CF_FUT_UNLOCK(fut);
     if (s == CF_RUNNING || s == CF_FINISHED) {
         return cond_exit(st, cond, 0) < 0 ? -1 : 0;
     }
     if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
         return cond_exit(st, cond, 0) < 0 ? -1 : 1;
     }
-    CF_SET_STATE(fut, CF_CANCELLED);
-    notify_links(fut, CF_EV_CANCEL);
     if (cond_exit(st, cond, 1) < 0) {
         return -1;
     }
@@ -357,22 +387,36 @@ cf_future_fail(cf_state *st, PyObject *fut, PyObject *exc_type, PyObject *msg)
 int
 cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
 {
-    if (fut->fut_condition == NULL && fut->fut_state == CF_PENDING) {
-        CF_SET_STATE(fut, CF_RUNNING);
-        return 1;
+    if (CF_FUT_PEEK(fut, fut_condition) == NULL) {
+        CF_FUT_LOCK(fut);
+        int pending = fut->fut_state == CF_PENDING;
+        if (pending) {
+            CF_SET_STATE(fut, CF_RUNNING);
+        }
+        CF_FUT_UNLOCK(fut);
+        if (pending) {
+            return 1;
+        }
     }
     COND_ENTER(st, fut, cond);
-    if (fut->fut_state == CF_CANCELLED) {
+    CF_FUT_LOCK(fut);
+    int s = fut->fut_state;
+    if (s == CF_CANCELLED) {
         CF_SET_STATE(fut, CF_CANCELLED_AND_NOTIFIED);
         notify_links(fut, CF_EV_NOTIFY);
+    }
+    else if (s == CF_PENDING) {
+        CF_SET_STATE(fut, CF_RUNNING);
+    }
+    CF_FUT_UNLOCK(fut);
+    if (s == CF_CANCELLED) {
         int rc = call_py_waiters(fut, st->str_add_cancelled);
         if (cond_exit(st, cond, 0) < 0 || rc < 0) {
             return -1;
         }
         return 0;
     }
-    if (fut->fut_state == CF_PENDING) {
-        CF_SET_STATE(fut, CF_RUNNING);
+    if (s == CF_PENDING) {
         return cond_exit(st, cond, 0) < 0 ? -1 : 1;
     }
     /* LOGGER.critical('Future %s in unexpected state: %s', id, state) */
@@ -380,7 +424,7 @@ cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
     if (id != NULL) {
         PyObject *r = PyObject_CallMethod(st->logger, "critical", "sOO",
                                           "Future %s in unexpected state: %s",
-                                          id, st->state_names[fut->fut_state]);
+                                          id, st->state_names[s]);
         Py_XDECREF(r);
         Py_DECREF(id);
     }
@@ -415,7 +459,7 @@ result_waiter_notify(cf_waiter *w, cf_link *link, int event)
 static int
 wait_done(FutureObject *fut, cf_time_t deadline)
 {
-    if (cf_state_is_done(fut->fut_state)) {
+    if (cf_state_is_done(CF_LOAD_STATE(fut))) {
         return 0;
     }
     result_waiter w;
@@ -424,10 +468,20 @@ wait_done(FutureObject *fut, cf_time_t deadline)
     cf_event_init(&w.ev);
     cf_link link = {0};
     link.waiter = &w.base;
-    cf_future_link(fut, &link);
-    int rc = cf_block_wait_state(&fut->fut_state, CF_CANCELLED, &w.ev,
+    int rc = 0;
+    CF_FUT_LOCK(fut);
+    int done = cf_state_is_done(fut->fut_state);
+    if (!done) {
+        cf_future_link(fut, &link);
+    }
+    CF_FUT_UNLOCK(fut);
+    if (!done) {
+        rc = cf_block_wait_state(&fut->fut_state, CF_CANCELLED, &w.ev,
                                  deadline);
-    cf_future_unlink(fut, &link);
+        CF_FUT_LOCK(fut);
+        cf_future_unlink(fut, &link);
+        CF_FUT_UNLOCK(fut);
+    }
     cf_event_destroy(&w.ev);
     return rc;
 }
@@ -448,21 +502,39 @@ raise_stored(PyObject *exc)
     return -1;
 }
 
+/* The state, and with FINISHED strong references to the outcome. */
+static int
+outcome(FutureObject *fut, PyObject **res, PyObject **exc)
+{
+    *res = *exc = NULL;
+    CF_FUT_LOCK(fut);
+    int s = fut->fut_state;
+    if (s == CF_FINISHED) {
+        *res = Py_XNewRef(fut->fut_result);
+        *exc = Py_XNewRef(fut->fut_exception);
+    }
+    CF_FUT_UNLOCK(fut);
+    return s;
+}
+
 PyObject *
 cf_future_result_nowait(cf_state *st, FutureObject *fut)
 {
-    int s = fut->fut_state;
+    PyObject *res, *exc;
+    int s = outcome(fut, &res, &exc);
     if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
     if (s == CF_FINISHED) {
         /* "is not None", not truthiness: gh-132063, fixed in 3.13.4 */
-        if (fut->fut_exception != NULL) {
-            raise_stored(fut->fut_exception);
+        if (exc != NULL) {
+            raise_stored(exc);
+            Py_DECREF(exc);
+            Py_XDECREF(res);
             return NULL;
         }
-        return Py_NewRef(fut->fut_result ? fut->fut_result : Py_None);
+        return res ? res : Py_NewRef(Py_None);
     }
     PyErr_SetNone(st->TimeoutError);
     return NULL;
@@ -471,7 +543,7 @@ cf_future_result_nowait(cf_state *st, FutureObject *fut)
 PyObject *
 cf_future_result_deadline(cf_state *st, FutureObject *fut, cf_time_t deadline)
 {
-    if (!cf_state_is_done(fut->fut_state) && wait_done(fut, deadline) < 0) {
+    if (!cf_state_is_done(CF_LOAD_STATE(fut)) && wait_done(fut, deadline) < 0) {
         return NULL;
     }
     return cf_future_result_nowait(st, fut);
@@ -507,7 +579,7 @@ PyDoc_STRVAR(future_cancelled_doc,
 static PyObject *
 Future_cancelled(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int s = ((FutureObject *)self)->fut_state;
+    int s = CF_LOAD_STATE((FutureObject *)self);
     return PyBool_FromLong(s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED);
 }
 
@@ -517,7 +589,7 @@ PyDoc_STRVAR(future_running_doc,
 static PyObject *
 Future_running(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(((FutureObject *)self)->fut_state == CF_RUNNING);
+    return PyBool_FromLong(CF_LOAD_STATE((FutureObject *)self) == CF_RUNNING);
 }
 
 PyDoc_STRVAR(future_done_doc,
@@ -527,7 +599,7 @@ PyDoc_STRVAR(future_done_doc,
 static PyObject *
 Future_done(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(cf_state_is_done(((FutureObject *)self)->fut_state));
+    return PyBool_FromLong(cf_state_is_done(CF_LOAD_STATE((FutureObject *)self)));
 }
 
 /* Parse an optional (timeout) argument, positional or keyword. */
@@ -576,7 +648,7 @@ Future_result(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         && parse_timeout("result", args, nargs, kwnames, &timeout) < 0) {
         return NULL;
     }
-    if (cf_state_is_done(fut->fut_state)) {
+    if (cf_state_is_done(CF_LOAD_STATE(fut))) {
         return cf_future_result_nowait(st, fut);
     }
     cf_time_t deadline;
@@ -602,7 +674,7 @@ Future_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         && parse_timeout("exception", args, nargs, kwnames, &timeout) < 0) {
         return NULL;
     }
-    if (!cf_state_is_done(fut->fut_state)) {
+    if (!cf_state_is_done(CF_LOAD_STATE(fut))) {
         cf_time_t deadline;
         if (cf_timeout_to_deadline(timeout, &deadline) < 0) {
             return NULL;
@@ -611,13 +683,15 @@ Future_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
             return NULL;
         }
     }
-    int s = fut->fut_state;
+    PyObject *res, *exc;
+    int s = outcome(fut, &res, &exc);
+    Py_XDECREF(res);
     if (s == CF_CANCELLED || s == CF_CANCELLED_AND_NOTIFIED) {
         PyErr_SetNone(st->CancelledError);
         return NULL;
     }
     if (s == CF_FINISHED) {
-        return Py_NewRef(fut->fut_exception ? fut->fut_exception : Py_None);
+        return exc ? exc : Py_NewRef(Py_None);
     }
     PyErr_SetNone(st->TimeoutError);
     return NULL;
@@ -670,17 +744,18 @@ Future_add_done_callback(PyObject *self, PyTypeObject *cls,
     if (fn == NULL) {
         return NULL;
     }
+    /* append, unless done: then call at once */
+    int r = 1;
+    CF_FUT_LOCK(fut);
     if (!cf_state_is_done(fut->fut_state)) {
         if (fut->fut_callbacks == NULL) {
-            fut->fut_callbacks = PyList_New(0);
-            if (fut->fut_callbacks == NULL) {
-                return NULL;
-            }
+            fut->fut_callbacks = PyList_New(0);     /* runs no Python */
         }
-        if (PyList_Append(fut->fut_callbacks, fn) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
+        r = fut->fut_callbacks ? PyList_Append(fut->fut_callbacks, fn) : -1;
+    }
+    CF_FUT_UNLOCK(fut);
+    if (r <= 0) {
+        return r < 0 ? NULL : Py_NewRef(Py_None);
     }
     if (call_callback(PyType_GetModuleState(cls), self, fn) < 0) {
         return NULL;
@@ -717,7 +792,11 @@ complete_from_python(cf_state *st, FutureObject *fut, PyObject *result,
                      PyObject *exc)
 {
 #if CF_SET_RESULT_CHECK
-    if (fut->fut_callbacks != NULL && PyList_GET_SIZE(fut->fut_callbacks)) {
+    PyObject *cbs = CF_FUT_PEEK(fut, fut_callbacks) == NULL
+                    ? NULL : cf_fut_field_ref(fut, &fut->fut_callbacks);
+    Py_ssize_t ncbs = cbs != NULL ? PyList_GET_SIZE(cbs) : 0;
+    Py_XDECREF(cbs);
+    if (ncbs) {
         PyThreadState *ts = PyThreadState_Get();
         if (cf_enter_py_frames(ts, CF_SET_RESULT_CHECK) < 0) {
             return -1;
@@ -768,7 +847,10 @@ Future_set_exception(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     FutureObject *fut = (FutureObject *)self;
     if (exc == Py_None) {
         /* Stored as None: the future "returned" its (None) result. */
-        if (complete_from_python(st, fut, fut->fut_result, NULL) < 0) {
+        PyObject *res = cf_fut_field_ref(fut, &fut->fut_result);
+        int r = complete_from_python(st, fut, res, NULL);
+        Py_XDECREF(res);
+        if (r < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
@@ -809,18 +891,19 @@ future_repr(PyObject *self)
     if (name == NULL) {
         return NULL;
     }
-    PyObject *desc = st->state_desc[fut->fut_state];
+    PyObject *fres, *fexc;
+    int s = outcome(fut, &fres, &fexc);
+    PyObject *desc = st->state_desc[s];
     PyObject *res = NULL;
-    if (fut->fut_state == CF_FINISHED) {
+    if (s == CF_FINISHED) {
         int raised = 0;
-        if (fut->fut_exception != NULL) {
-            raised = PyObject_IsTrue(fut->fut_exception);
+        if (fexc != NULL) {
+            raised = PyObject_IsTrue(fexc);
             if (raised < 0) {
                 goto done;
             }
         }
-        PyObject *obj = raised ? fut->fut_exception
-                               : (fut->fut_result ? fut->fut_result : Py_None);
+        PyObject *obj = raised ? fexc : (fres ? fres : Py_None);
         PyObject *oname = PyObject_GetAttrString((PyObject *)Py_TYPE(obj),
                                                  "__name__");
         if (oname == NULL) {
@@ -836,6 +919,8 @@ future_repr(PyObject *self)
                                    (void *)self, desc);
     }
 done:
+    Py_XDECREF(fres);
+    Py_XDECREF(fexc);
     Py_DECREF(name);
     return res;
 }
@@ -906,6 +991,8 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwds)
      * timeout, then reads the state; wait()/as_completed() then fail to
      * remove their waiter from the new list).  Orphan our links the same
      * way; their owners, not the future, hold their memory. */
+    PyObject *old[5];
+    CF_FUT_LOCK(fut);
     for (cf_link *l = fut->fut_links, *next; l != NULL; l = next) {
         next = l->next;
         l->prev = l->next = NULL;
@@ -914,7 +1001,17 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwds)
     }
     fut->fut_links = NULL;
     CF_SET_STATE(fut, CF_PENDING);
-    Future_clear(self);
+    PyObject **f[5] = {&fut->fut_result, &fut->fut_exception,
+                       &fut->fut_callbacks, &fut->fut_condition,
+                       &fut->fut_waiters};
+    for (int i = 0; i < 5; i++) {
+        old[i] = *f[i];
+        *f[i] = NULL;
+    }
+    CF_FUT_UNLOCK(fut);
+    for (int i = 0; i < 5; i++) {
+        Py_XDECREF(old[i]);
+    }
     return 0;
 }
 
@@ -937,7 +1034,7 @@ Future__cf_copy_state(PyObject *self, PyObject *other)
     }
     FutureObject *src = (FutureObject *)other;
     FutureObject *dst = (FutureObject *)self;
-    if (dst->fut_links != NULL) {
+    if (CF_FUT_PEEK(dst, fut_links) != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "future is waited on");
         return NULL;
     }
@@ -957,12 +1054,30 @@ Future__cf_copy_state(PyObject *self, PyObject *other)
         return NULL;
     }
     Py_DECREF(cbs);
-    Py_XSETREF(dst->fut_result, Py_XNewRef(src->fut_result));
-    Py_XSETREF(dst->fut_exception, Py_XNewRef(src->fut_exception));
-    Py_XSETREF(dst->fut_condition, Py_XNewRef(src->fut_condition));
-    Py_XSETREF(dst->fut_waiters, Py_XNewRef(src->fut_waiters));
-    Py_XSETREF(dst->fut_callbacks, Py_XNewRef(src->fut_callbacks));
-    CF_SET_STATE(dst, src->fut_state);
+    /* snapshot src, then install into dst: one lock at a time */
+    PyObject *v[5];
+    CF_FUT_LOCK(src);
+    v[0] = Py_XNewRef(src->fut_result);
+    v[1] = Py_XNewRef(src->fut_exception);
+    v[2] = Py_XNewRef(src->fut_condition);
+    v[3] = Py_XNewRef(src->fut_waiters);
+    v[4] = Py_XNewRef(src->fut_callbacks);
+    int s = src->fut_state;
+    CF_FUT_UNLOCK(src);
+    CF_FUT_LOCK(dst);
+    PyObject **f[5] = {&dst->fut_result, &dst->fut_exception,
+                       &dst->fut_condition, &dst->fut_waiters,
+                       &dst->fut_callbacks};
+    for (int i = 0; i < 5; i++) {
+        PyObject *o = *f[i];
+        *f[i] = v[i];
+        v[i] = o;
+    }
+    CF_SET_STATE(dst, s);
+    CF_FUT_UNLOCK(dst);
+    for (int i = 0; i < 5; i++) {
+        Py_XDECREF(v[i]);
+    }
     Py_RETURN_NONE;
 }
 
@@ -976,9 +1091,12 @@ static PyObject *
 Future__cf_native_waiters(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t n = 0;
-    for (cf_link *l = ((FutureObject *)self)->fut_links; l; l = l->next) {
+    FutureObject *fut = (FutureObject *)self;
+    CF_FUT_LOCK(fut);
+    for (cf_link *l = fut->fut_links; l; l = l->next) {
         n++;
     }
+    CF_FUT_UNLOCK(fut);
     return PyLong_FromSsize_t(n);
 }
 

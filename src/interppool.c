@@ -150,12 +150,19 @@ fail_tasks(cf_state *st, InterpTask *t)
     while (t != NULL) {
         InterpTask *next = t->next;
         FutureObject *fut = (FutureObject *)t->future;
-        if (!cf_state_is_done(fut->fut_state)) {
+        if (!cf_state_is_done(CF_LOAD_STATE(fut))) {
             PyObject *exc = PyObject_CallFunction(st->interp.broken, "s",
                                                   BROKEN_MSG);
             if (exc == NULL
                 || cf_future_complete(st, fut, NULL, exc) < 0) {
-                interp_log_worker_error(st);
+                /* free-threaded: cancelled meanwhile is not an error */
+                if (exc != NULL && cf_state_is_done(CF_LOAD_STATE(fut))
+                    && PyErr_ExceptionMatches(st->InvalidStateError)) {
+                    PyErr_Clear();
+                }
+                else {
+                    interp_log_worker_error(st);
+                }
             }
             Py_XDECREF(exc);
         }
@@ -307,7 +314,15 @@ spawn_worker(cf_state *st, InterpPoolObject *self, int index)
     /* Workers start with the main interpreter's current sys.path: a fresh
      * interpreter only gets the start-up path, which misses entries added
      * at run time (pytest's rootdir, a script's own sys.path.insert). */
-    PyObject *path = PySys_GetObject("path");    /* borrowed */
+#if CF_FT
+    /* a strong reference: another thread may replace sys.path */
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *path = sys ? PyObject_GetAttrString(sys, "path") : NULL;
+    Py_XDECREF(sys);
+    PyErr_Clear();
+#else
+    PyObject *path = Py_XNewRef(PySys_GetObject("path"));
+#endif
     if (path != NULL) {
         PyObject *stack[2] = {path, st->interp.protocol};
         syspath_data = PyObject_Vectorcall(st->interp.dumps, stack, 2, NULL);
@@ -316,6 +331,7 @@ spawn_worker(cf_state *st, InterpPoolObject *self, int index)
             PyErr_Clear();      /* best effort: keep the default path */
         }
         Py_CLEAR(syspath_data);
+        Py_DECREF(path);
     }
 #if PY_VERSION_HEX >= 0x030E0000
     /* 3.14's "<fake __main__>": a worker that meets a reference into

@@ -150,7 +150,7 @@ result_or_cancel(cf_state *st, MapIteratorObject *it, PyObject *f)
     if (cf_is_future(st, f)) {
         FutureObject *fut = (FutureObject *)f;
         cf_time_t deadline = CF_FOREVER;
-        if (cf_state_is_done(fut->fut_state)) {
+        if (cf_state_is_done(CF_LOAD_STATE(fut))) {
             res = cf_future_result_nowait(st, fut);     /* timeout unread */
         }
         else if (it->end_time != NULL
@@ -200,13 +200,12 @@ static PyObject *
 MapIterator_next(PyObject *self)
 {
     MapIteratorObject *it = (MapIteratorObject *)self;
-    if (it->running) {
+    if (!cf_enter_flag(&it->running)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
-    it->running = 1;
     PyObject *r = MapIterator_next_impl(self);
-    it->running = 0;
+    cf_leave_flag(&it->running);
     return r;
 }
 
@@ -267,14 +266,25 @@ MapIterator_next_impl(PyObject *self)
 PyDoc_STRVAR(map_close_doc,
 "close($self, /)\n--\n\nCancel the futures whose results were not taken.");
 
+static PyObject *MapIterator_close_impl(MapIteratorObject *it);
+
 static PyObject *
 MapIterator_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     MapIteratorObject *it = (MapIteratorObject *)self;
-    if (it->running) {
+    if (!cf_enter_flag(&it->running)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
+    PyObject *r = MapIterator_close_impl(it);
+    cf_leave_flag(&it->running);
+    return r;
+}
+
+static PyObject *
+MapIterator_close_impl(MapIteratorObject *it)
+{
+    PyObject *self = (PyObject *)it;
     cf_state *st = cf_state_from_type(Py_TYPE(self));
     if (st == NULL) {
         return NULL;
@@ -492,12 +502,28 @@ typedef struct {
     PyObject *source;       /* iterator of lists, NULL when exhausted */
     PyObject *list;         /* current list */
     Py_ssize_t pos;
+    int running;            /* a thread is inside next() or close() */
 } ChainListsObject;
 
+static PyObject *ChainLists_next_impl(ChainListsObject *c);
+
+/* One thread at a time, like the stdlib's generator. */
 static PyObject *
 ChainLists_next(PyObject *self)
 {
     ChainListsObject *c = (ChainListsObject *)self;
+    if (!cf_enter_flag(&c->running)) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    PyObject *r = ChainLists_next_impl(c);
+    cf_leave_flag(&c->running);
+    return r;
+}
+
+static PyObject *
+ChainLists_next_impl(ChainListsObject *c)
+{
     for (;;) {
         if (c->list != NULL) {
             if (c->pos < PyList_GET_SIZE(c->list)) {
@@ -533,9 +559,16 @@ static PyObject *
 ChainLists_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ChainListsObject *c = (ChainListsObject *)self;
-    Py_CLEAR(c->list);
+    if (!cf_enter_flag(&c->running)) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    PyObject *lst = c->list;
+    c->list = NULL;
     PyObject *src = c->source;
     c->source = NULL;
+    cf_leave_flag(&c->running);
+    Py_XDECREF(lst);
     if (src != NULL) {
         PyObject *r = PyObject_CallMethod(src, "close", NULL);
         Py_DECREF(src);
@@ -621,6 +654,7 @@ chain_lists(PyObject *mod, PyObject *iterable)
     c->source = it;
     c->list = NULL;
     c->pos = 0;
+    c->running = 0;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }

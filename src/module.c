@@ -237,7 +237,13 @@ static PyModuleDef_Slot module_slots[] = {
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
 #if PY_VERSION_HEX >= 0x030D0000
+    /* Free-threaded builds: every structure has its own lock (see the
+     * lock order in cfutures.h), so importing us keeps the GIL off. */
+#ifdef Py_GIL_DISABLED
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#else
     {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
 #endif
     {0, NULL},
 };

@@ -164,8 +164,10 @@ cf_proc_dead_workers_text(ProcShared *sh, PyObject *procs_dict)
     for (int i = 0; i < ngone; i++) {
         sents[i] = -1;
         PyObject *key = PyLong_FromLong((long)gone[i]);
-        PyObject *p = key ? PyDict_GetItemWithError(procs_dict, key) : NULL;
-        Py_XINCREF(p);
+        PyObject *p = NULL;
+        if (key != NULL) {
+            (void)cf_PyDict_GetItemRef(procs_dict, key, &p);
+        }
         Py_XDECREF(key);
         PyObject *sent = p ? PyObject_GetAttrString(p, "sentinel") : NULL;
         int fd = sent && PyLong_Check(sent) ? PyLong_AsLong(sent) : -1;

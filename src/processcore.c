@@ -305,9 +305,8 @@ cf_core_pop_item(ProcessCoreObject *core, uint64_t id)
     if (key == NULL) {
         return NULL;
     }
-    PyObject *fut = PyDict_GetItemWithError(core->work_items, key);
-    if (fut != NULL) {
-        Py_INCREF(fut);
+    PyObject *fut;
+    if (cf_PyDict_GetItemRef(core->work_items, key, &fut) > 0) {
         if (PyDict_DelItem(core->work_items, key) < 0) {
             Py_CLEAR(fut);
         }
@@ -442,9 +441,10 @@ cf_core_promote(ProcessCoreObject *core, int wake)
             break;
         }
         PyObject *key = PyLong_FromUnsignedLongLong(m->id);
-        PyObject *fut = key ? PyDict_GetItemWithError(core->work_items, key)
-                            : NULL;
-        Py_XINCREF(fut);
+        PyObject *fut = NULL;
+        if (key != NULL) {
+            (void)cf_PyDict_GetItemRef(core->work_items, key, &fut);
+        }
         int r = -1;
         if (fut != NULL) {
             r = cf_future_set_running_or_notify_cancel(st, (FutureObject *)fut);
@@ -610,9 +610,10 @@ core_signal_late_workers(ProcessCoreObject *core)
         }
         w->signalled = 1;
         PyObject *key = PyLong_FromLong((long)w->pid);
-        PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
-        if (p != NULL) {
+        PyObject *p = NULL;
+        if (key != NULL && cf_PyDict_GetItemRef(core->procs, key, &p) > 0) {
             call_process_method(p, "terminate");
+            Py_DECREF(p);
         }
         PyErr_Clear();
         Py_XDECREF(key);
@@ -645,9 +646,8 @@ static void
 core_reap(ProcessCoreObject *core, ProcWorker *w)
 {
     PyObject *key = PyLong_FromLong((long)w->pid);
-    PyObject *p = key ? PyDict_GetItemWithError(core->procs, key) : NULL;
-    if (p != NULL) {
-        Py_INCREF(p);
+    PyObject *p = NULL;
+    if (key != NULL && cf_PyDict_GetItemRef(core->procs, key, &p) > 0) {
         if (PyDict_DelItem(core->procs, key) < 0) {
             PyErr_Clear();
         }
@@ -876,8 +876,10 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     pthread_sigmask(SIG_BLOCK, &async, &sh->launch_mask);
 
     Py_INCREF(self);
+    Py_BEGIN_CRITICAL_SECTION(self);
     core->run_ident = PyThread_get_thread_ident();
     core->in_run = 1;
+    Py_END_CRITICAL_SECTION();
     ProcDispatchLoop loop;
     ProcDispatchLoop_Init(&loop);
     PyThreadState *ts = PyEval_SaveThread();
@@ -885,7 +887,10 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
         /* procdispatch.c, no GIL: until a GIL phase is due */
         (void)ProcDispatch_Wait(sh, &loop);
         PyEval_RestoreThread(ts);
-        int done = core_gil_phase(core);
+        int done;
+        Py_BEGIN_CRITICAL_SECTION(core);
+        done = core_gil_phase(core);
+        Py_END_CRITICAL_SECTION();
         ts = PyEval_SaveThread();
         if (done) {
             break;
@@ -898,11 +903,16 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     ProcDispatchLoop_Free(&loop);
     cf_event_post(&sh->done_ev);    /* every worker reaped */
     PyEval_RestoreThread(ts);
-    core->in_run = 0;
     /* Done: shutdown(wait=True) has nothing left to join, and the
      * registry of running dispatchers (thread -> core) must not be kept
      * alive through us. */
-    Py_CLEAR(core->thread);
+    PyObject *thread;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    core->in_run = 0;
+    thread = core->thread;
+    core->thread = NULL;
+    Py_END_CRITICAL_SECTION();
+    Py_XDECREF(thread);
     Py_DECREF(self);
     Py_RETURN_NONE;
 }
@@ -975,7 +985,11 @@ PyDoc_STRVAR(core_wait_done_doc,
 static PyObject *
 ProcessCore_wait_done(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (cf_core_wait_done((ProcessCoreObject *)self) < 0) {
+    int r;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    r = cf_core_wait_done((ProcessCoreObject *)self);
+    Py_END_CRITICAL_SECTION();
+    if (r < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

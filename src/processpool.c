@@ -5,7 +5,9 @@
  * frame (procpickle.c), then either marks the future RUNNING and queues
  * the frame for the dispatcher (room in flight) or parks it in the
  * backlog; processcore.c takes it from there (see procpool.h for the
- * whole path). */
+ * whole path).  Free-threaded builds: the executor's core pointer is
+ * under the executor's critical section, every core field under the
+ * core's (see procpool.h). */
 #include "procpool.h"
 
 #include <limits.h>
@@ -16,10 +18,14 @@ typedef struct {
     PyObject *core;             /* the current _ProcessCore */
 } ProcessPoolObject;
 
+/* The current core, a new reference (or NULL with RuntimeError). */
 static ProcessCoreObject *
 get_core(PyObject *self)
 {
-    PyObject *c = ((ProcessPoolObject *)self)->core;
+    PyObject *c;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    c = Py_XNewRef(((ProcessPoolObject *)self)->core);
+    Py_END_CRITICAL_SECTION();
     if (c == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "ProcessPoolExecutor.__init__() was not called");
@@ -104,14 +110,19 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
      * The old one is left as if the executor had been collected: what was
      * submitted to it still runs, then its workers stop.  Callers of
      * submit()/shutdown() running on it hold their own reference. */
-    PyObject *old = pool->core;
+    PyObject *old;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    old = pool->core;
     pool->core = (PyObject *)core;
+    Py_END_CRITICAL_SECTION();
     if (old != NULL) {
         ProcessCoreObject *oc = (ProcessCoreObject *)old;
+        Py_BEGIN_CRITICAL_SECTION(old);
         if (!oc->executor_gone) {
             oc->executor_gone = 1;
             ProcShared_Kick(oc->sh);
         }
+        Py_END_CRITICAL_SECTION();
         Py_DECREF(old);
     }
     Py_RETURN_NONE;
@@ -341,14 +352,16 @@ ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
                         "positional argument: 'fn'");
         return NULL;
     }
+    /* a reference: pickling runs Python, which may call __init__() again
+     * and drop the executor's reference to this core */
     ProcessCoreObject *core = get_core(self);
     if (core == NULL) {
         return NULL;
     }
-    /* Pickling runs Python, which may call __init__() again and drop the
-     * executor's reference to this core. */
-    Py_INCREF(core);
-    PyObject *fut = core_submit(st, core, args, nargs, kwnames);
+    PyObject *fut;
+    Py_BEGIN_CRITICAL_SECTION(core);
+    fut = core_submit(st, core, args, nargs, kwnames);
+    Py_END_CRITICAL_SECTION();
     Py_DECREF(core);
     return fut;
 }
@@ -405,16 +418,17 @@ ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     if (cancel < 0) {
         return NULL;
     }
+    /* a reference: cancel callbacks may call __init__() again */
     ProcessCoreObject *core = get_core(self);
     if (core == NULL) {
         return NULL;
     }
-    if (core->sh->inherited) {
-        Py_RETURN_NONE;
+    int r = 0;
+    if (!core->sh->inherited) {
+        Py_BEGIN_CRITICAL_SECTION(core);
+        r = core_shutdown(st, core, wait, cancel);
+        Py_END_CRITICAL_SECTION();
     }
-    /* Cancel callbacks may call __init__() again (see submit()). */
-    Py_INCREF(core);
-    int r = core_shutdown(st, core, wait, cancel);
     Py_DECREF(core);
     if (r < 0) {
         return NULL;
@@ -451,39 +465,64 @@ core_shutdown(cf_state *st, ProcessCoreObject *core, int wait, int cancel)
     return 0;
 }
 
+/* which: 0 _processes, 1 _broken, 2 _shutdown_thread; read under the
+ * core's critical section. */
+static PyObject *
+core_attr(PyObject *self, int which)
+{
+    PyObject *c;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    c = Py_XNewRef(((ProcessPoolObject *)self)->core);
+    Py_END_CRITICAL_SECTION();
+    ProcessCoreObject *core = (ProcessCoreObject *)c;
+    PyObject *r = NULL;
+    if (core != NULL) {
+        Py_BEGIN_CRITICAL_SECTION(core);
+        if (which == 0) {
+            /* The stdlib's shutdown() sets it to None (3.10-3.13). */
+            r = core->processes_dropped ? NULL : Py_XNewRef(core->processes);
+        }
+        else if (which == 1) {
+            r = Py_XNewRef(core->broken);
+        }
+        else {
+            r = PyBool_FromLong(core->shutdown);
+        }
+        Py_END_CRITICAL_SECTION();
+        Py_DECREF(c);
+    }
+    if (r == NULL) {
+        r = Py_NewRef(which == 0 ? Py_None : Py_False);
+    }
+    return r;
+}
+
 static PyObject *
 ProcessPool_get_processes(PyObject *self, void *Py_UNUSED(c))
 {
-    ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    /* The stdlib's shutdown() sets it to None (3.10-3.13). */
-    if (core == NULL || core->processes == NULL || core->processes_dropped) {
-        Py_RETURN_NONE;
-    }
-    return Py_NewRef(core->processes);
+    return core_attr(self, 0);
 }
 
 static PyObject *
 ProcessPool_get_broken(PyObject *self, void *Py_UNUSED(c))
 {
-    ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    if (core == NULL || core->broken == NULL) {
-        Py_RETURN_FALSE;
-    }
-    return Py_NewRef(core->broken);
+    return core_attr(self, 1);
 }
 
 static PyObject *
 ProcessPool_get_shutdown(PyObject *self, void *Py_UNUSED(c))
 {
-    ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    return PyBool_FromLong(core != NULL && core->shutdown);
+    return core_attr(self, 2);
 }
 
 static PyObject *
 ProcessPool_get_core(PyObject *self, void *Py_UNUSED(c))
 {
-    PyObject *core = ((ProcessPoolObject *)self)->core;
-    return Py_NewRef(core ? core : Py_None);
+    PyObject *core;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    core = Py_XNewRef(((ProcessPoolObject *)self)->core);
+    Py_END_CRITICAL_SECTION();
+    return core ? core : Py_NewRef(Py_None);
 }
 
 static int
@@ -507,9 +546,13 @@ ProcessPool_finalize(PyObject *self)
     /* The executor is gone: like the stdlib's weakref callback, let the
      * dispatcher finish queued work and stop the workers. */
     ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    if (core != NULL && !core->executor_gone) {
-        core->executor_gone = 1;
-        ProcShared_Kick(core->sh);
+    if (core != NULL) {
+        Py_BEGIN_CRITICAL_SECTION(core);
+        if (!core->executor_gone) {
+            core->executor_gone = 1;
+            ProcShared_Kick(core->sh);
+        }
+        Py_END_CRITICAL_SECTION();
     }
 }
 

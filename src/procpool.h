@@ -33,8 +33,12 @@
  * -------
  * ProcShared (procdispatch.h, pure C) is protected by sh->mutex.
  * Everything made of PyObjects lives in ProcessCoreObject and is
- * protected by the GIL.  Nobody holds sh->mutex while taking the GIL or
- * calling Python.
+ * protected by the GIL; on free-threaded builds by the core's critical
+ * section too (Py_BEGIN_CRITICAL_SECTION(core) around submit(),
+ * shutdown(), the dispatcher's GIL phase, _wait_done() and the
+ * executor's getters): like the GIL, it is let go whenever the holder
+ * blocks, so code written for GIL switches stays right.  Nobody holds
+ * sh->mutex while taking the GIL or calling Python.
  *
  * Worker states
  * -------------

@@ -90,6 +90,7 @@ pool_new(PyObject *module)
         PyErr_NoMemory();
         return NULL;
     }
+    CF_FT_MUTEX_INIT(p->run_mu);
     p->module = Py_NewRef(module);
     p->threads = PySet_New(NULL);
     if (p->threads == NULL) {
@@ -99,11 +100,13 @@ pool_new(PyObject *module)
         return NULL;
     }
     cf_state *st = cf_get_state(module);
+    CF_FT_LOCK(st->tp_mutex);
     p->reg_next = st->tp_pools;
     if (st->tp_pools) {
         st->tp_pools->reg_prev = p;
     }
     st->tp_pools = p;
+    CF_FT_UNLOCK(st->tp_mutex);
     pthread_once(&tp_reg_once, tp_atfork_install);
     pthread_mutex_lock(&tp_reg_mu);
     p->preg_next = tp_reg_head;
@@ -118,10 +121,11 @@ pool_new(PyObject *module)
 void
 pool_decref(cf_pool *p)
 {
-    if (--p->refcnt > 0) {
+    if (__atomic_sub_fetch(&p->refcnt, 1, __ATOMIC_ACQ_REL) > 0) {
         return;
     }
     cf_state *st = pool_state(p);
+    CF_FT_LOCK(st->tp_mutex);
     if (p->reg_prev) {
         p->reg_prev->reg_next = p->reg_next;
     }
@@ -131,6 +135,7 @@ pool_decref(cf_pool *p)
     if (p->reg_next) {
         p->reg_next->reg_prev = p->reg_prev;
     }
+    CF_FT_UNLOCK(st->tp_mutex);
     pthread_mutex_lock(&tp_reg_mu);
     if (p->preg_prev) {
         p->preg_prev->preg_next = p->preg_next;
@@ -251,7 +256,7 @@ pool_after_fork(cf_pool *p)
         mine->rprev = mine->rnext = NULL;
         p->running = mine;
     }
-    p->refcnt++;
+    __atomic_add_fetch(&p->refcnt, 1, __ATOMIC_RELAXED);
     if (keep_own_thread(p, own) < 0) {
         PyErr_WriteUnraisable(NULL);
     }
@@ -295,7 +300,7 @@ start_thread(cf_pool *p, cf_state *st)
     if (capsule == NULL) {
         goto done;
     }
-    p->refcnt++;
+    __atomic_add_fetch(&p->refcnt, 1, __ATOMIC_RELAXED);
     if (p->initializer != NULL) {
         box = PyList_New(2);
         if (box == NULL) {
@@ -348,16 +353,17 @@ check_usable(cf_pool *p, cf_state *st)
                         "ThreadPoolExecutor.__init__() was not called");
         return -1;
     }
-    if (p->broken) {
-        if (p->broken_msg != NULL) {
-            PyErr_SetObject(st->BrokenThreadPool, p->broken_msg);
+    if (__atomic_load_n(&p->broken, __ATOMIC_ACQUIRE)) {
+        PyObject *msg = __atomic_load_n(&p->broken_msg, __ATOMIC_ACQUIRE);
+        if (msg != NULL) {
+            PyErr_SetObject(st->BrokenThreadPool, msg);
         }
         else {
             PyErr_SetNone(st->BrokenThreadPool);
         }
         return -1;
     }
-    if (p->shutdown) {
+    if (__atomic_load_n(&p->shutdown, __ATOMIC_ACQUIRE)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
         return -1;
@@ -402,9 +408,10 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     int spawn = 0;
     pthread_mutex_lock(&p->mu);
     if (p->stopping || p->broken) {
-        /* Unreachable while check_usable() holds (stopping and broken are
-         * set with the GIL held, after the flags it reads).  Never queue
-         * once workers may have exited: the future would be lost. */
+        /* Unreachable with the GIL while check_usable() holds (stopping
+         * and broken are set after the flags it reads); reached by a
+         * racing shutdown() on free-threaded builds.  Never queue once
+         * workers may have exited: the future would be lost. */
         pthread_mutex_unlock(&p->mu);
         work_free(w);
         Py_DECREF(fut);
@@ -432,11 +439,11 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     pthread_mutex_unlock(&p->mu);
 
     if (spawn && may_spawn && p->nthreads < p->max_workers) {
-        p->nthreads++;
+        __atomic_store_n(&p->nthreads, p->nthreads + 1, __ATOMIC_RELAXED);
         if (start_thread(p, st) < 0) {
             /* The stdlib propagates the error from Thread.start() too,
              * with the work item already queued. */
-            p->nthreads--;
+            __atomic_store_n(&p->nthreads, p->nthreads - 1, __ATOMIC_RELAXED);
             Py_DECREF(fut);
             return NULL;
         }
@@ -451,7 +458,7 @@ pool_submit(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
     if (p->forked) {
         pool_after_fork(p);
     }
-    if (p->nthreads >= p->max_workers) {
+    if (__atomic_load_n(&p->nthreads, __ATOMIC_RELAXED) >= p->max_workers) {
         /* full pool: no thread will start, no lock needed */
         return submit_work(p, st, fn, args, kwargs, 0);
     }
@@ -536,7 +543,7 @@ ThreadPool_shutdown(PyObject *self, PyObject *args, PyObject *kwargs)
         pool_after_fork(p);
     }
     start_lock_acquire(p);
-    p->shutdown = 1;
+    __atomic_store_n(&p->shutdown, 1, __ATOMIC_RELEASE);
     cf_work *w = NULL;
     pthread_mutex_lock(&p->mu);
     if (do_cancel) {
@@ -594,14 +601,16 @@ ThreadPool_get_threads(PyObject *self, void *c)
 static PyObject *
 ThreadPool_get_shutdown(PyObject *self, void *c)
 {
-    return PyBool_FromLong(((ThreadPoolObject *)self)->pool->shutdown);
+    cf_pool *p = ((ThreadPoolObject *)self)->pool;
+    return PyBool_FromLong(__atomic_load_n(&p->shutdown, __ATOMIC_ACQUIRE));
 }
 
 static PyObject *
 ThreadPool_get_broken(PyObject *self, void *c)
 {
     cf_pool *p = ((ThreadPoolObject *)self)->pool;
-    return Py_NewRef(p->broken_msg ? p->broken_msg : Py_False);
+    PyObject *msg = __atomic_load_n(&p->broken_msg, __ATOMIC_ACQUIRE);
+    return Py_NewRef(msg ? msg : Py_False);
 }
 
 static PyObject *
@@ -760,9 +769,11 @@ tp_interpreter_exit(PyObject *mod, PyObject *Py_UNUSED(ignored))
 {
     cf_state *st = cf_get_state(mod);
     st->tp_exiting = 1;
+    CF_FT_LOCK(st->tp_mutex);
     for (cf_pool *p = st->tp_pools; p != NULL; p = p->reg_next) {
         pool_stop(p);
     }
+    CF_FT_UNLOCK(st->tp_mutex);
     Py_RETURN_NONE;
 }
 
@@ -794,7 +805,7 @@ tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
     Py_ssize_t i = 0;
     for (cf_pool *p = st->tp_pools; p != NULL; p = p->reg_next) {
         if (p->forked) {
-            p->refcnt++;
+            __atomic_add_fetch(&p->refcnt, 1, __ATOMIC_RELAXED);
             snap[i++] = p;
         }
     }

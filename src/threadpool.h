@@ -25,6 +25,11 @@
  *   mu/cv + queue (head, tail, nqueued), nsleeping, nwake, idle, nthreads,
  *   shutdown flags: read/written under mu (workers touch them without GIL)
  *   PyObject fields, refcnt, registry links: GIL only
+ *   free-threaded builds: refcnt, shutdown and broken_msg are atomic,
+ *     nthreads is written under start_lock, the running list is under
+ *     run_mu, the interpreter's list of pools under st->tp_mutex (taken
+ *     before any pool's mu); Python objects (threads set, prefix) are
+ *     thread-safe themselves or written once by __init__.
  *
  * Fork: pthread_atfork handlers (not os.register_at_fork: later Python
  * before-fork hooks and the import lock may release the GIL, and a worker
@@ -69,21 +74,24 @@ typedef struct cf_pool {
     int forked;             /* set by the child's atfork handler until
                              * pool_after_fork() settled the pool (GIL) */
 
-    /* --- GIL only --- */
-    Py_ssize_t refcnt;      /* executor + one per worker capsule */
+    /* --- GIL only (free-threaded: as noted) --- */
+    Py_ssize_t refcnt;      /* executor + one per worker capsule; atomic */
     Py_ssize_t max_workers;
-    Py_ssize_t nthreads;    /* threads started (stdlib: len(_threads)) */
+    Py_ssize_t nthreads;    /* threads started (stdlib: len(_threads));
+                             * written under start_lock */
     int shutdown;           /* shutdown() called (stdlib: _shutdown) */
     PyObject *module;       /* keeps the module state alive */
     PyObject *initializer;
     PyObject *initargs;
     PyObject *prefix;
     PyObject *threads;      /* set of threading.Thread */
-    PyObject *broken_msg;   /* str or NULL */
+    PyObject *broken_msg;   /* str or NULL; set once (atomic) */
     PyThread_type_lock start_lock;
     unsigned long start_owner;  /* thread holding start_lock, or 0 */
-    cf_work *running;       /* tasks being run now, for fork */
-    struct cf_pool *reg_prev, *reg_next;    /* interpreter's, for exit/fork */
+    cf_work *running;       /* tasks being run now, for fork (run_mu) */
+    CF_FT_MUTEX(run_mu)
+    struct cf_pool *reg_prev, *reg_next;    /* interpreter's, for exit/fork
+                                             * (st->tp_mutex) */
     struct cf_pool *preg_prev, *preg_next;  /* process-wide, tp_reg_mu */
 } cf_pool;
 

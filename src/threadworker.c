@@ -41,7 +41,9 @@ running_remove(cf_pool *p, cf_work *w)
 static void
 run_work(cf_pool *p, cf_state *st, cf_work *w, cf_work **current)
 {
+    CF_FT_LOCK(p->run_mu);
     running_add(p, w);
+    CF_FT_UNLOCK(p->run_mu);
     *current = w;
     FutureObject *fut = (FutureObject *)w->future;
     int r = cf_future_set_running_or_notify_cancel(st, fut);
@@ -65,7 +67,9 @@ run_work(cf_pool *p, cf_state *st, cf_work *w, cf_work **current)
         Py_XDECREF(exc);
     }
     *current = NULL;
+    CF_FT_LOCK(p->run_mu);
     running_remove(p, w);
+    CF_FT_UNLOCK(p->run_mu);
     work_free(w);
 }
 
@@ -78,7 +82,8 @@ fail_queued(cf_pool *p, cf_state *st)
     pthread_mutex_unlock(&p->mu);
     while (w) {
         cf_work *next = w->next;
-        cf_future_fail(st, w->future, st->BrokenThreadPool, p->broken_msg);
+        cf_future_fail(st, w->future, st->BrokenThreadPool,
+                       __atomic_load_n(&p->broken_msg, __ATOMIC_ACQUIRE));
         work_free(w);
         w = next;
     }
@@ -191,12 +196,18 @@ run_initializer(cf_pool *p, cf_state *st, PyObject *box)
     PyObject *exc = cf_PyErr_GetRaisedException();
     cf_log_critical(st, "Exception in initializer:", exc);
     Py_XDECREF(exc);
-    if (p->broken_msg == NULL) {
-        p->broken_msg = PyUnicode_FromString(
+    if (__atomic_load_n(&p->broken_msg, __ATOMIC_ACQUIRE) == NULL) {
+        PyObject *msg = PyUnicode_FromString(
             "A thread initializer failed, the thread pool is not usable "
             "anymore");
-        if (p->broken_msg == NULL) {
+        PyObject *none = NULL;
+        if (msg == NULL) {
             PyErr_WriteUnraisable(NULL);
+        }
+        else if (!__atomic_compare_exchange_n(&p->broken_msg, &none, msg, 0,
+                                              __ATOMIC_ACQ_REL,
+                                              __ATOMIC_ACQUIRE)) {
+            Py_DECREF(msg);     /* another worker's initializer failed too */
         }
     }
     pthread_mutex_lock(&p->mu);
@@ -301,7 +312,7 @@ thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     /* Like the stdlib's worker: flag the executor as shut down as early as
      * possible (after interpreter exit began, submit then says so). */
     if (!p->broken) {       /* written under mu by a GIL holder */
-        p->shutdown = 1;
+        __atomic_store_n(&p->shutdown, 1, __ATOMIC_RELEASE);
     }
     tls_pool = NULL;
     tls_current = NULL;

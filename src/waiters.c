@@ -8,36 +8,14 @@
  * stdlib's wait() does, and calls add_result/add_exception/add_cancelled.
  * Either way a completion pushes the link's index on the fired queue:
  * O(1) per completion, whatever the number of futures waited on.
- */
+ * Free-threaded: the fired queue and flags are under the waiter's lock
+ * (inside a future's, never around one); only the owner (wait()'s caller,
+ * the iterator's single next()) installs and drops links. */
 #include "cfutures.h"
 
 #include <stddef.h>
 
-enum {
-    MODE_FIRST_COMPLETED,
-    MODE_FIRST_EXCEPTION,
-    MODE_ALL_COMPLETED,
-    MODE_AS_COMPLETED,
-};
-
-typedef struct {
-    PyObject_HEAD
-    cf_waiter base;
-    cf_event ev;
-    int mode;
-    int triggered;              /* wait(): the return condition holds */
-    int sleeping;               /* owner is (about to be) asleep on ev */
-    int posted;                 /* ev posted since the owner last woke */
-    Py_ssize_t npending;        /* ALL/FIRST_EXCEPTION countdown */
-    cf_link *links;
-    Py_ssize_t nlinks;
-    Py_ssize_t *fired;          /* FIFO of link indices, capacity nlinks */
-    Py_ssize_t fired_head, fired_tail;
-    PyObject *foreign;          /* dict: foreign future -> index, or NULL */
-} WaiterObject;
-
-#define WAITER_OF(w) \
-    ((WaiterObject *)((char *)(w) - offsetof(WaiterObject, base)))
+#include "waiters.h"
 
 static void
 waiter_wake(WaiterObject *w)
@@ -50,7 +28,7 @@ waiter_wake(WaiterObject *w)
 
 /* Record that link i fired.  GIL held; no Python. */
 static void
-waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
+waiter_fire_locked(WaiterObject *w, Py_ssize_t i, int is_exception)
 {
     cf_link *l = &w->links[i];
     if (l->fired || l->future == NULL) {
@@ -81,6 +59,27 @@ waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
 }
 
 static void
+waiter_fire(WaiterObject *w, Py_ssize_t i, int is_exception)
+{
+    W_LOCK(w);
+    waiter_fire_locked(w, i, is_exception);
+    W_UNLOCK(w);
+}
+
+/* Unlink l from its future if linked (only natives' links ever are). */
+static void
+link_unlink(cf_link *l)
+{
+    if (!__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+        return;
+    }
+    FutureObject *fut = (FutureObject *)l->future;
+    CF_FUT_LOCK(fut);
+    cf_future_unlink(fut, l);   /* no-op if Future.__init__() orphaned it */
+    CF_FUT_UNLOCK(fut);
+}
+
+static void
 waiter_notify(cf_waiter *base, cf_link *link, int event)
 {
     WaiterObject *w = WAITER_OF(base);
@@ -89,7 +88,7 @@ waiter_notify(cf_waiter *base, cf_link *link, int event)
     waiter_fire(w, link->index, is_exc);
 }
 
-static WaiterObject *
+WaiterObject *
 waiter_new(cf_state *st, int mode, Py_ssize_t n)
 {
     WaiterObject *w = PyObject_GC_New(WaiterObject, st->Waiter_type);
@@ -99,6 +98,7 @@ waiter_new(cf_state *st, int mode, Py_ssize_t n)
     w->base.notify = waiter_notify;
     w->base.events = CF_EV_FINISH | CF_EV_NOTIFY;
     cf_event_init(&w->ev);
+    CF_FT_MUTEX_INIT(w->w_mutex);
     w->mode = mode;
     w->triggered = w->sleeping = w->posted = 0;
     w->npending = 0;
@@ -125,15 +125,17 @@ static PyObject *
 waiter_add(WaiterObject *w, PyObject *fut, int is_exc)
 {
     if (w->foreign != NULL) {
-        PyObject *idx = PyDict_GetItemWithError(w->foreign, fut);
-        if (idx != NULL) {
+        PyObject *idx;
+        int r = cf_PyDict_GetItemRef(w->foreign, fut, &idx);
+        if (r < 0) {
+            return NULL;
+        }
+        if (r > 0) {
             Py_ssize_t i = PyLong_AsSsize_t(idx);
+            Py_DECREF(idx);
             if (i >= 0 && i < w->nlinks) {
                 waiter_fire(w, i, is_exc);
             }
-        }
-        else if (PyErr_Occurred()) {
-            return NULL;
         }
     }
     Py_RETURN_NONE;
@@ -216,7 +218,7 @@ foreign_remove(cf_state *st, WaiterObject *w, PyObject *fut)
 }
 
 /* Drop link i: off its future, and its reference. */
-static int
+int
 waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
 {
     cf_link *l = &w->links[i];
@@ -225,8 +227,8 @@ waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
         return 0;
     }
     int rc = 0;
-    if (l->linked) {
-        cf_future_unlink((FutureObject *)fut, l);
+    if (__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+        link_unlink(l);
     }
     else if (l->orphaned) {
         /* the stdlib's f._waiters.remove(waiter) on the list a second
@@ -251,13 +253,13 @@ waiter_drop_link(cf_state *st, WaiterObject *w, Py_ssize_t i)
 }
 
 /* Detach from every future.  Natives first: no Python runs there. */
-static int
+int
 waiter_detach(cf_state *st, WaiterObject *w)
 {
     for (Py_ssize_t i = 0; i < w->nlinks; i++) {
         cf_link *l = &w->links[i];
-        if (l->linked) {
-            cf_future_unlink((FutureObject *)l->future, l);
+        if (__atomic_load_n(&l->linked, __ATOMIC_RELAXED)) {
+            link_unlink(l);
             Py_CLEAR(l->future);
         }
     }
@@ -293,9 +295,7 @@ Waiter_clear(PyObject *self)
     WaiterObject *w = (WaiterObject *)self;
     for (Py_ssize_t i = 0; i < w->nlinks; i++) {
         cf_link *l = &w->links[i];
-        if (l->linked) {
-            cf_future_unlink((FutureObject *)l->future, l);
-        }
+        link_unlink(l);
         Py_CLEAR(l->future);
     }
     Py_CLEAR(w->foreign);
@@ -420,7 +420,7 @@ foreign_acquire_all(cf_state *st, PyObject *foreign)
 /* Release them all, like the stdlib's _AcquireFutures.__exit__: an
  * exception already raised stays (the first release error replaces it,
  * with it as context); Python is never called with an exception set. */
-static int
+int
 foreign_release_all(cf_state *st, PyObject *foreign)
 {
     PyObject *pending = cf_PyErr_GetRaisedException();
@@ -453,7 +453,7 @@ foreign_release_all(cf_state *st, PyObject *foreign)
 /* The stdlib's _AcquireFutures for the foreign futures among items:
  * *foreign gets them sorted by id, each with its _condition held.
  * Returns 1 if any lock is held, 0 if none, -1 on error. */
-static int
+int
 lock_foreign(cf_state *st, PyObject *items, PyObject **foreign)
 {
     *foreign = collect_foreign(st, items);
@@ -466,11 +466,11 @@ lock_foreign(cf_state *st, PyObject *items, PyObject **foreign)
     return foreign_acquire_all(st, *foreign) < 0 ? -1 : 1;
 }
 
-static int
+int
 future_is_waited(cf_state *st, PyObject *f, int *done)
 {
     if (cf_is_future(st, f)) {
-        *done = cf_state_is_waited(((FutureObject *)f)->fut_state);
+        *done = cf_state_is_waited(CF_LOAD_STATE((FutureObject *)f));
         return 0;
     }
     return pyfuture_is_waited(st, f, done);
@@ -478,7 +478,7 @@ future_is_waited(cf_state *st, PyObject *f, int *done)
 
 /* Put link i of w on future f (which was pending).  For a cfutures future
  * whose state moved on meanwhile, fire at once. */
-static int
+int
 waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
 {
     Py_ssize_t i = w->nlinks++;
@@ -488,6 +488,7 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
     l->future = Py_NewRef(f);
     if (cf_is_future(st, f)) {
         FutureObject *fut = (FutureObject *)f;
+        CF_FUT_LOCK(fut);
         if (cf_state_is_waited(fut->fut_state)) {
             waiter_fire(w, i, fut->fut_state == CF_FINISHED
                                   && fut->fut_exception != NULL);
@@ -495,6 +496,7 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
         else {
             cf_future_link(fut, l);
         }
+        CF_FUT_UNLOCK(fut);
         return 0;
     }
     if (w->foreign == NULL) {
@@ -527,14 +529,24 @@ waiter_install(cf_state *st, WaiterObject *w, PyObject *f)
 }
 
 /* Sleep until w->triggered, the deadline, or a signal.  0 / -1. */
-static int
+int
 waiter_sleep(WaiterObject *w, cf_time_t deadline)
 {
-    while (!w->triggered) {
-        w->sleeping = 1;
-        w->posted = 0;
+    for (;;) {
+        W_LOCK(w);
+        int triggered = w->triggered;
+        if (!triggered) {
+            w->sleeping = 1;
+            w->posted = 0;
+        }
+        W_UNLOCK(w);
+        if (triggered) {
+            break;
+        }
         int r = cf_event_wait_gil(&w->ev, deadline);
+        W_LOCK(w);
         w->sleeping = 0;
+        W_UNLOCK(w);
         if (r < 0) {
             return -1;
         }
@@ -544,6 +556,7 @@ waiter_sleep(WaiterObject *w, cf_time_t deadline)
     }
     return 0;
 }
+
 
 /* --------------------------------------------------------------- wait */
 
@@ -561,7 +574,8 @@ any_raised(cf_state *st, PyObject *done, int *found)
         PyObject *f = PyList_GET_ITEM(items, i);
         if (cf_is_future(st, f)) {
             FutureObject *fut = (FutureObject *)f;
-            if (fut->fut_state == CF_FINISHED && fut->fut_exception != NULL) {
+            if (CF_LOAD_STATE(fut) == CF_FINISHED
+                && CF_FUT_PEEK(fut, fut_exception) != NULL) {
                 *found = 1;
                 break;
             }
@@ -741,7 +755,10 @@ cf_wait(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (waiter_sleep(w, deadline) < 0) {
         goto out;
     }
-    for (Py_ssize_t k = w->fired_head; k < w->fired_tail; k++) {
+    W_LOCK(w);
+    Py_ssize_t tail = w->fired_tail;    /* completers may still append */
+    W_UNLOCK(w);
+    for (Py_ssize_t k = w->fired_head; k < tail; k++) {
         PyObject *f = w->links[w->fired[k]].future;
         if (PySet_Add(done, f) < 0 || PySet_Discard(not_done, f) < 0) {
             goto out;
@@ -773,404 +790,9 @@ out:
     return result;
 }
 
-/* -------------------------------------------------------- as_completed */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *fs_arg;           /* until started */
-    PyObject *timeout;          /* until started */
-    PyObject **ready;           /* already finished (owned) */
-    Py_ssize_t rhead, nready;   /* ready[rhead:nready] not yet yielded */
-    WaiterObject *waiter;
-    PyObject *end_time;         /* timeout + time.monotonic(), or NULL */
-    Py_ssize_t total;
-    Py_ssize_t npending;        /* pending at start, not yet yielded */
-    int started;
-    int exhausted;
-    int running;                /* a thread is inside next() */
-} AsCompletedObject;
-
-static void
-ac_clear_ready(AsCompletedObject *it)
-{
-    PyObject **ready = it->ready;
-    Py_ssize_t i = it->rhead, n = it->nready;
-    it->ready = NULL;
-    it->rhead = it->nready = 0;
-    for (; i < n; i++) {
-        Py_DECREF(ready[i]);
-    }
-    PyMem_Free(ready);
-}
-
-static int
-ac_stop(cf_state *st, AsCompletedObject *it)
-{
-    it->exhausted = 1;
-    Py_CLEAR(it->fs_arg);
-    Py_CLEAR(it->timeout);
-    ac_clear_ready(it);
-    Py_CLEAR(it->end_time);
-    int rc = 0;
-    if (it->waiter != NULL) {
-        WaiterObject *w = it->waiter;
-        rc = waiter_detach(st, w);
-        it->waiter = NULL;
-        Py_DECREF(w);
-    }
-    return rc;
-}
-
-/* fs = set(fs_arg), as the stdlib starts; *items gets its members, each
- * once.  A list or tuple is walked in its own order (one pass over the
- * futures: iterating a set of 100,000s of them again is slow on 3.14+). */
-static PyObject *
-ac_collect(PyObject *arg, PyObject **items)
-{
-    PyObject *fs, *lst = NULL;
-    *items = NULL;
-    if (!PyList_CheckExact(arg) && !PyTuple_CheckExact(arg)) {
-        fs = PySet_New(arg);
-        if (fs != NULL && (*items = PySequence_List(fs)) == NULL) {
-            Py_CLEAR(fs);
-        }
-        return fs;
-    }
-    fs = PySet_New(NULL);
-    lst = PyList_New(0);
-    if (fs == NULL || lst == NULL) {
-        goto error;
-    }
-    /* A foreign __hash__/__eq__ may mutate the list: re-read its size,
-     * hold the item across the add. */
-    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(arg); k++) {
-        PyObject *f = Py_NewRef(PySequence_Fast_GET_ITEM(arg, k));
-        Py_ssize_t before = PySet_GET_SIZE(fs);
-        int r = PySet_Add(fs, f);
-        if (r == 0 && PySet_GET_SIZE(fs) > before) {
-            r = PyList_Append(lst, f);
-        }
-        Py_DECREF(f);
-        if (r < 0) {
-            goto error;
-        }
-    }
-    *items = lst;
-    return fs;
-error:
-    Py_XDECREF(fs);
-    Py_XDECREF(lst);
-    return NULL;
-}
-
-static int
-ac_start(cf_state *st, AsCompletedObject *it)
-{
-    it->started = 1;
-    if (it->timeout != Py_None) {
-        /* end_time = timeout + time.monotonic(), as the stdlib computes. */
-        it->end_time = cf_end_time(it->timeout);
-        if (it->end_time == NULL) {
-            return -1;
-        }
-    }
-    PyObject *items;
-    PyObject *fs = ac_collect(it->fs_arg, &items);
-    if (fs == NULL) {
-        return -1;
-    }
-    Py_CLEAR(it->fs_arg);
-    Py_ssize_t nitems = PyList_GET_SIZE(items);
-    it->total = nitems;
-    int rc = -1, locked = 0;
-    char *isdone = NULL;
-    PyObject *foreign = NULL;
-    isdone = PyMem_Malloc(nitems ? nitems : 1);
-    it->ready = PyMem_Malloc((nitems ? nitems : 1) * sizeof(PyObject *));
-    if (isdone == NULL || it->ready == NULL) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    locked = lock_foreign(st, items, &foreign);
-    if (locked < 0) {
-        locked = 0;
-        goto out;
-    }
-    /* First pass: what is finished now; count the rest. */
-    Py_ssize_t npending = 0;
-    for (Py_ssize_t k = 0; k < nitems; k++) {
-        PyObject *f = PyList_GET_ITEM(items, k);
-        int d;
-        if (future_is_waited(st, f, &d) < 0) {
-            goto out;
-        }
-        isdone[k] = (char)d;
-        if (d) {
-            it->ready[it->nready++] = Py_NewRef(f);
-        }
-        else {
-            npending++;
-        }
-    }
-    it->npending = npending;
-    if (npending) {
-        it->waiter = waiter_new(st, MODE_AS_COMPLETED, npending);
-        if (it->waiter == NULL) {
-            goto out;
-        }
-        for (Py_ssize_t k = 0; k < nitems; k++) {
-            PyObject *f = PyList_GET_ITEM(items, k);
-            if (isdone[k]) {
-                continue;
-            }
-            if (it->waiter->nlinks >= npending) {
-                break;
-            }
-            if (waiter_install(st, it->waiter, f) < 0) {
-                goto out;
-            }
-        }
-    }
-    rc = 0;
-out:
-    if (locked && foreign_release_all(st, foreign) < 0) {
-        rc = -1;
-    }
-    Py_XDECREF(foreign);
-    Py_DECREF(items);
-    PyMem_Free(isdone);
-    Py_DECREF(fs);
-    return rc;
-}
-
-/* The generator's finally: an error removing the waiters replaces the
- * one in flight (which becomes its context). */
-static PyObject *
-ac_fail(cf_state *st, AsCompletedObject *it)
-{
-    PyObject *exc = cf_PyErr_GetRaisedException();
-    if (ac_stop(st, it) < 0) {
-        PyObject *err = cf_PyErr_GetRaisedException();
-        if (exc != NULL && err != exc) {
-            PyException_SetContext(err, exc);
-            exc = NULL;
-        }
-        Py_XDECREF(exc);
-        exc = err;
-    }
-    cf_PyErr_SetRaisedException(exc);
-    return NULL;
-}
-
-static PyObject *AsCompleted_next_impl(PyObject *self);
-
-/* Like the stdlib's generator: a second thread entering next() while the
- * first waits inside it gets ValueError, not a sleep nobody will end. */
-static PyObject *
-AsCompleted_next(PyObject *self)
-{
-    AsCompletedObject *it = (AsCompletedObject *)self;
-    if (it->running) {
-        PyErr_SetString(PyExc_ValueError, "generator already executing");
-        return NULL;
-    }
-    it->running = 1;
-    PyObject *r = AsCompleted_next_impl(self);
-    it->running = 0;
-    return r;
-}
-
-static PyObject *
-AsCompleted_next_impl(PyObject *self)
-{
-    AsCompletedObject *it = (AsCompletedObject *)self;
-    if (it->exhausted) {
-        return NULL;
-    }
-    cf_state *st = cf_state_from_type(Py_TYPE(self));
-    if (st == NULL) {
-        return NULL;
-    }
-    if (!it->started && ac_start(st, it) < 0) {
-        return ac_fail(st, it);
-    }
-    if (it->rhead < it->nready) {
-        return it->ready[it->rhead++];      /* the reference moves out */
-    }
-    WaiterObject *w = it->waiter;
-    for (;;) {
-        if (w != NULL && w->fired_head < w->fired_tail) {
-            Py_ssize_t i = w->fired[w->fired_head++];
-            PyObject *f = Py_NewRef(w->links[i].future);
-            if (waiter_drop_link(st, w, i) < 0) {
-                Py_DECREF(f);
-                return ac_fail(st, it);
-            }
-            it->npending--;
-            if (w->fired_head == w->fired_tail) {
-                w->triggered = 0;
-            }
-            return f;
-        }
-        if (it->npending <= 0) {
-            if (ac_stop(st, it) < 0) {
-                return NULL;
-            }
-            return NULL;    /* StopIteration */
-        }
-        cf_time_t deadline = CF_FOREVER;
-        if (it->end_time != NULL) {
-            int r = cf_end_time_deadline(it->end_time, 1, &deadline);
-            if (r < 0) {
-                return ac_fail(st, it);
-            }
-            if (r > 0) {
-                PyErr_Format(st->TimeoutError,
-                             "%zd (of %zd) futures unfinished",
-                             it->npending, it->total);
-                return ac_fail(st, it);
-            }
-        }
-        if (waiter_sleep(w, deadline) < 0) {
-            return ac_fail(st, it);
-        }
-    }
-}
-
-PyDoc_STRVAR(ac_close_doc,
-"close($self, /)\n--\n\nStop waiting: remove this iterator's waiters.");
-
-static PyObject *
-AsCompleted_close(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (((AsCompletedObject *)self)->running) {
-        PyErr_SetString(PyExc_ValueError, "generator already executing");
-        return NULL;
-    }
-    cf_state *st = cf_state_from_type(Py_TYPE(self));
-    if (st == NULL || ac_stop(st, (AsCompletedObject *)self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static void
-AsCompleted_finalize(PyObject *self)
-{
-    AsCompletedObject *it = (AsCompletedObject *)self;
-    if (it->waiter == NULL) {
-        return;
-    }
-    PyObject *exc = cf_PyErr_GetRaisedException();
-    cf_state *st = cf_state_from_type(Py_TYPE(self));
-    if (st == NULL || ac_stop(st, it) < 0) {
-        PyErr_WriteUnraisable(self);
-    }
-    cf_PyErr_SetRaisedException(exc);
-}
-
-static int
-AsCompleted_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    AsCompletedObject *it = (AsCompletedObject *)self;
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(it->fs_arg);
-    Py_VISIT(it->timeout);
-    for (Py_ssize_t i = it->rhead; i < it->nready; i++) {
-        Py_VISIT(it->ready[i]);
-    }
-    Py_VISIT(it->end_time);
-    Py_VISIT(it->waiter);
-    return 0;
-}
-
-static int
-AsCompleted_clear(PyObject *self)
-{
-    AsCompletedObject *it = (AsCompletedObject *)self;
-    Py_CLEAR(it->fs_arg);
-    Py_CLEAR(it->timeout);
-    Py_CLEAR(it->end_time);
-    Py_CLEAR(it->waiter);
-    ac_clear_ready(it);
-    return 0;
-}
-
-static void
-AsCompleted_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    if (PyObject_CallFinalizerFromDealloc(self) < 0) {
-        return;     /* resurrected */
-    }
-    PyObject_GC_UnTrack(self);
-    AsCompleted_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef AsCompleted_methods[] = {
-    {"close", AsCompleted_close, METH_NOARGS, ac_close_doc},
-    {NULL, NULL}
-};
-
-static PyType_Slot AsCompleted_slots[] = {
-    {Py_tp_dealloc, AsCompleted_dealloc},
-    {Py_tp_finalize, AsCompleted_finalize},
-    {Py_tp_traverse, AsCompleted_traverse},
-    {Py_tp_clear, AsCompleted_clear},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, AsCompleted_next},
-    {Py_tp_methods, AsCompleted_methods},
-    {0, NULL},
-};
-
-static PyType_Spec AsCompleted_spec = {
-    .name = "cfutures._cfutures.as_completed_iterator",
-    .basicsize = sizeof(AsCompletedObject),
-    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
-              | Py_TPFLAGS_DISALLOW_INSTANTIATION),
-    .slots = AsCompleted_slots,
-};
-
-PyDoc_STRVAR(as_completed_doc,
-"as_completed($module, /, fs, timeout=None)\n--\n\n"
-"An iterator over the given futures that yields each as it completes.\n\n"
-"Already finished futures come first.  Raises TimeoutError if the whole\n"
-"iteration cannot complete before the timeout.");
-
-static PyObject *
-cf_as_completed(PyObject *mod, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"fs", "timeout", NULL};
-    cf_state *st = cf_get_state(mod);
-    PyObject *fs_arg, *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:as_completed", kwlist,
-                                     &fs_arg, &timeout)) {
-        return NULL;
-    }
-    AsCompletedObject *it = PyObject_GC_New(AsCompletedObject,
-                                            st->AsCompleted_type);
-    if (it == NULL) {
-        return NULL;
-    }
-    it->fs_arg = Py_NewRef(fs_arg);
-    it->timeout = Py_NewRef(timeout);
-    it->ready = NULL;
-    it->rhead = it->nready = 0;
-    it->waiter = NULL;
-    it->end_time = NULL;
-    it->total = it->npending = 0;
-    it->started = it->exhausted = it->running = 0;
-    PyObject_GC_Track(it);
-    return (PyObject *)it;
-}
-
 static PyMethodDef waiters_functions[] = {
     {"wait", (PyCFunction)(void (*)(void))cf_wait,
      METH_VARARGS | METH_KEYWORDS, wait_doc},
-    {"as_completed", (PyCFunction)(void (*)(void))cf_as_completed,
-     METH_VARARGS | METH_KEYWORDS, as_completed_doc},
     {NULL, NULL}
 };
 
@@ -1182,9 +804,7 @@ cf_waiters_module_init(PyObject *mod, cf_state *st)
     if (st->Waiter_type == NULL) {
         return -1;
     }
-    st->AsCompleted_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        mod, &AsCompleted_spec, NULL);
-    if (st->AsCompleted_type == NULL) {
+    if (cf_as_completed_init(mod, st) < 0) {
         return -1;
     }
     return PyModule_AddFunctions(mod, waiters_functions);

@@ -3,6 +3,7 @@ not keep a CPU busy (block.c caps every spin by the measured cost of a
 wake-up).  The bounds are generous (a spinning thread would use the whole
 interval); they check that waiting ends in a sleep, not how fast anything
 is."""
+import sysconfig
 import threading
 import time
 
@@ -65,6 +66,8 @@ def test_spin_cap_is_a_measured_wake_up():
     assert 2000 <= st["wake_ns"] <= 50000, st
 
 
+@pytest.mark.skipif(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                    reason="free-threaded: no GIL, no hand-off hint to spin for")
 @pytest.mark.timeout(60)
 def test_no_dead_spin_for_a_hint_that_cannot_come():
     """Work picked up while the submitter sleeps in time.sleep(): the GIL

@@ -1,0 +1,204 @@
+"""Free-threaded CPython (3.13t): what cfutures' ThreadPoolExecutor gives
+without a GIL, against serial code and the stdlib's pool on the same
+interpreter.
+
+    PYTHON_GIL=0 python benchmarks/bench_freethreaded.py [--rounds N] [--quick]
+
+  pure-Python CPU tasks      a 2-worker pool vs the same calls one after the
+                             other in this thread (target >= 1.8x)
+  submit + result, map       trivial tasks, cfutures vs the stdlib's pool
+                             (target >= 10x)
+  4 submitting threads       4 threads submit trivial tasks to one 2-worker
+                             pool at once: tasks/s, and the process's CPU
+                             time over the wall time (more than 1.0: more
+                             than one core's worth of work was done)
+
+Runs on GIL builds too (the CPU row then shows ~1x).  Medians over the
+rounds, implementations alternating; the script reports, it never fails.
+"""
+
+import argparse
+import concurrent.futures
+import os
+import platform
+import sys
+import threading
+import time
+
+from _common import import_cfutures, run_alternating
+
+WORKERS = 2
+CPU_LOOPS = 20000       # ~1 ms of pure Python per task on these machines
+
+
+def cpu_task(n):
+    s = 0
+    for i in range(n):
+        s += i * i % 7
+    return s
+
+
+def trivial(x):
+    return x + 1
+
+
+def started_executor(mod):
+    ex = mod.ThreadPoolExecutor(max_workers=WORKERS)
+    barrier = threading.Barrier(WORKERS)
+    for f in [ex.submit(barrier.wait, 30) for _ in range(WORKERS)]:
+        f.result(timeout=30)
+    return ex
+
+
+def bench_serial_cpu(mod, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        cpu_task(CPU_LOOPS)
+    return (time.perf_counter() - t0) / n
+
+
+def bench_threads_cpu(mod, n):
+    """The machine's ceiling: the same calls on WORKERS plain threads."""
+    per = n // WORKERS
+    ts = [threading.Thread(target=lambda: [cpu_task(CPU_LOOPS)
+                                           for _ in range(per)])
+          for _ in range(WORKERS)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return (time.perf_counter() - t0) / (per * WORKERS)
+
+
+def bench_pool_cpu(mod, n):
+    ex = started_executor(mod)
+    try:
+        t0 = time.perf_counter()
+        for f in [ex.submit(cpu_task, CPU_LOOPS) for _ in range(n)]:
+            f.result()
+        return (time.perf_counter() - t0) / n
+    finally:
+        ex.shutdown(wait=True)
+
+
+def bench_submit_all(mod, n):
+    ex = started_executor(mod)
+    try:
+        submit = ex.submit
+        t0 = time.perf_counter()
+        for f in [submit(trivial, i) for i in range(n)]:
+            f.result()
+        return (time.perf_counter() - t0) / n
+    finally:
+        ex.shutdown(wait=True)
+
+
+def bench_map(mod, n):
+    ex = started_executor(mod)
+    try:
+        t0 = time.perf_counter()
+        for _ in ex.map(trivial, range(n)):
+            pass
+        return (time.perf_counter() - t0) / n
+    finally:
+        ex.shutdown(wait=True)
+
+
+def multi_submit(mod, n, nthreads=4):
+    """(seconds per task, CPU seconds / wall seconds)."""
+    ex = started_executor(mod)
+    per = n // nthreads
+    barrier = threading.Barrier(nthreads + 1)
+
+    def body():
+        barrier.wait()
+        fs = [ex.submit(trivial, i) for i in range(per)]
+        for f in fs:
+            f.result()
+
+    threads = [threading.Thread(target=body) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    try:
+        c0, t0 = time.process_time(), time.perf_counter()
+        barrier.wait()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    finally:
+        ex.shutdown(wait=True)
+    return wall / (per * nthreads), cpu / wall
+
+
+def fmt_time(seconds):
+    if seconds < 1e-3:
+        return "%.2f us" % (seconds * 1e6)
+    return "%.2f ms" % (seconds * 1e3)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    scale = 5 if args.quick else 1
+    cf = import_cfutures("ThreadPoolExecutor")
+    mods = {"stdlib": concurrent.futures}
+    if cf is not None:
+        mods["cfutures"] = cf
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    print("Python %s, %s, %d CPUs, GIL %s" % (
+        platform.python_version(), platform.machine(), os.cpu_count() or 0,
+        "enabled" if gil else "disabled"))
+    print("ThreadPoolExecutor(max_workers=%d), median of %d rounds" % (
+        WORKERS, rounds))
+    print()
+
+    n_cpu = 200 // scale
+    base = run_alternating(
+        lambda f, n: f(None, n),
+        {"serial": bench_serial_cpu, "threads": bench_threads_cpu},
+        rounds, n_cpu)
+    serial = base["serial"]
+    pool = run_alternating(bench_pool_cpu, mods, rounds, n_cpu)
+    print("| pure-Python tasks, per task | serial | %d plain threads | "
+          "stdlib pool | cfutures pool | cfutures vs serial | target |"
+          % WORKERS)
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    cfp = pool.get("cfutures")
+    print("| ~%s of Python each | %s | %s (%.2fx) | %s (%.2fx) | %s | %s "
+          "| >= 1.8x |" % (
+              fmt_time(serial), fmt_time(serial), fmt_time(base["threads"]),
+              serial / base["threads"], fmt_time(pool["stdlib"]),
+              serial / pool["stdlib"], fmt_time(cfp) if cfp else "-",
+              "%.2fx" % (serial / cfp) if cfp else "-"))
+    print()
+
+    n = 100_000 // scale
+    print("| trivial tasks | stdlib | cfutures | ratio | target |")
+    print("|---|---:|---:|---:|---:|")
+    for label, fn in (("submit %s, then result() each" % format(n, ","),
+                       bench_submit_all),
+                      ("map over %s items" % format(n, ","), bench_map)):
+        med = run_alternating(fn, mods, rounds, n)
+        c = med.get("cfutures")
+        print("| %s | %s | %s | %s | >= 10x |" % (
+            label, fmt_time(med["stdlib"]), fmt_time(c) if c else "-",
+            "%.1fx" % (med["stdlib"] / c) if c else "-"))
+    print()
+
+    print("| 4 threads submit %s tasks at once | tasks/s | CPU time / wall "
+          "time |" % format(n, ","))
+    print("|---|---:|---:|")
+    for name, mod in mods.items():
+        runs = sorted(multi_submit(mod, n) for _ in range(rounds))
+        per, load = runs[len(runs) // 2]
+        print("| %s | %s | %.2f |" % (name, format(int(1 / per), ","), load))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
