@@ -72,9 +72,11 @@ def test_spin_cap_is_a_measured_wake_up():
 def test_no_dead_spin_for_a_hint_that_cannot_come():
     """Work picked up while the submitter sleeps in time.sleep(): the GIL
     is free but nobody sets the hand-off hint (the submitter's last GIL
-    acquisition, in a result() that blocked, cleared it).  The worker must
-    stop spinning for it: a fixed 60 us spin per request cost 12 ms here,
-    a budget that kept growing back about 1.3 ms."""
+    acquisition, in a result() that blocked, cleared it).  The worker's
+    budget for that hint must shrink: a fixed spin per request (60 us
+    before, or a budget stuck at the ~20 us cap) cost 4-12 ms here; a
+    decaying one costs well under 1 ms on an idle machine, about 1 ms
+    on a loaded one."""
     import cfutures
     n = 200
     with cfutures.ThreadPoolExecutor(max_workers=1) as ex:
@@ -88,5 +90,4 @@ def test_no_dead_spin_for_a_hint_that_cannot_come():
         after = spin_stats()
     assert after["gil_spins_failed"] > before["gil_spins_failed"]  # the case ran
     spent = after["gil_spins_failed_ns"] - before["gil_spins_failed_ns"]
-    # a few decaying failures (20, 10, 5, ... us), then 0.5 us each
-    assert spent < n * 3000, "failed GIL-hint spins cost %.1f us" % (spent / 1e3)
+    assert spent < n * 10000, "failed GIL-hint spins cost %.1f us" % (spent / 1e3)
