@@ -12,6 +12,9 @@ THIRD_PARTY = ("loky", "mpire", "pebble")
 RATIO_SAID = ("ratio = stdlib time / cfutures time on the same workload, "
               "higher is better (loky, mpire, pebble columns: stdlib time / "
               "that library's time)")
+INTERP_SAID = ("; in the interpreter part the stdlib column is the baseline "
+               "the row names: a serial loop, or the stdlib's ThreadPool or "
+               "ProcessPool")
 # Row kinds and their units: every row of a kind is in the same unit.
 UNITS = {
     "us/op": "microseconds per operation (one future, or one call)",
@@ -171,7 +174,8 @@ def _term_width():
 # ---------------------------------------------------------- environment
 
 
-def environment(libs, cfutures):
+def environment(libs, cfutures, failed=None):
+    """failed: name -> why, for the pools installed but not importable."""
     gil = "free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") \
         else "GIL"
     if gil == "free-threaded" and hasattr(sys, "_is_gil_enabled") \
@@ -180,7 +184,7 @@ def environment(libs, cfutures):
     load = load_average()
     versions = {}
     for name in THIRD_PARTY:
-        versions[name] = None
+        versions[name] = (failed or {}).get(name)
         if libs.get(name) is not None:
             try:
                 from importlib.metadata import version
@@ -293,8 +297,9 @@ def write_markdown(path, parts, env, chart_path, quick, rounds_note):
     out.append("- " + env_line(env))
     out.append("- third-party pools: " + libs_line(env))
     out.append("- cfutures: " + env["cfutures"])
-    out.append("- " + RATIO_SAID + "; a target is met when the ratio "
-               "reaches it.")
+    out.append("- " + RATIO_SAID
+               + (INTERP_SAID if any(p.name == "interpreter" for p in parts)
+                  else "") + "; a target is met when the ratio reaches it.")
     out.append("")
     if chart_path:
         rel = os.path.relpath(chart_path, os.path.dirname(os.path.abspath(path)))

@@ -146,6 +146,10 @@ class _PebbleExecutor:
             self.pool.join()
 
 
+class _PebbleFailed(Exception):
+    pass
+
+
 def plan(ctx):
     global HASH_BLOCKS
     mods = {"stdlib": concurrent.futures}
@@ -163,9 +167,26 @@ def plan(ctx):
                  WORKERS, " and pebble.ThreadPool" if "pebble" in mods else "",
                  ctx.rounds))
 
+    def guarded(fn):
+        def call(mod, n):
+            try:
+                return fn(mod, n)
+            except Exception as e:
+                if "pebble" in mods and mod is mods["pebble"]:
+                    raise _PebbleFailed("%s: %s" % (type(e).__name__, e))
+                raise
+        return call
+
     def step(name, unit, fn, n, target):
         def run():
-            med = run_alternating(fn, mods, ctx.rounds, n)
+            try:
+                med = run_alternating(guarded(fn), mods, ctx.rounds, n)
+            except _PebbleFailed as e:
+                # like bench_process: a failing third-party pool loses its
+                # column, the stdlib and cfutures rows still run
+                del mods["pebble"]
+                ctx.note("pebble failed, left out: %s" % e)
+                med = run_alternating(fn, mods, ctx.rounds, n)
             us = {k: v * 1e6 for k, v in med.items()}
             return [ctx.row(name, unit, us["stdlib"], us.get("cfutures"),
                             target, {k: v for k, v in us.items()

@@ -7,7 +7,8 @@ process (ProcessPoolExecutor), load (light load, an oversubscribed machine,
 large payloads), interpreter (InterpreterPoolExecutor, 3.13+).  Each
 workload runs every implementation in one process, alternating, over
 several rounds; the tables show the median (interpreter jobs: the best).
-Timings only report: the exit status is 0 unless a part crashed."""
+Timings only report: the exit status is 0 unless a part crashed or an
+output could not be written."""
 import argparse
 import os
 import sys
@@ -122,13 +123,18 @@ def parse_args(argv, part=None):
 
 
 def third_party():
-    libs = {}
+    """name -> module for the pools that import, name -> why for those
+    that are installed but fail to import."""
+    libs, failed = {}, {}
     for name in _report.THIRD_PARTY:
         try:
             libs[name] = __import__(name)
-        except Exception:       # absent, or broken: the column shows "-"
-            pass
-    return libs
+        except ModuleNotFoundError as e:
+            if e.name != name:          # the library is there, a dependency not
+                failed[name] = "import failed: %s" % e
+        except Exception as e:          # broken: the column shows "-"
+            failed[name] = "import failed: %s: %s" % (type(e).__name__, e)
+    return libs, failed
 
 
 def out(text=""):
@@ -138,12 +144,13 @@ def out(text=""):
 
 def run(opts):
     t_start = time.monotonic()
-    libs = third_party()
+    libs, failed = third_party()
     cf = import_cfutures()
-    env = _report.environment(libs, cf)
+    env = _report.environment(libs, cf, failed)
     out("cfutures benchmarks: " + _report.env_line(env))
     out("third-party pools: " + _report.libs_line(env))
-    out(_report.RATIO_SAID + ".")
+    out(_report.RATIO_SAID + (_report.INTERP_SAID if "interpreter" in
+                              opts.parts else "") + ".")
 
     parts = []
     for name in opts.parts:
@@ -211,29 +218,53 @@ def run(opts):
     outputs = []
     rounds_note = ("Rounds per workload: %d" % opts.rounds if opts.rounds
                    else "Each part's default number of rounds")
-    if opts.chart:
-        os.makedirs(os.path.dirname(os.path.abspath(opts.chart)), exist_ok=True)
-        why = _report.write_chart(opts.chart, parts, env, opts.quick)
-        if why:
-            outputs.append(("chart", "not drawn: " + why))
-            opts.chart = None
-        else:
-            outputs.append(("chart", opts.chart))
+    # the report and the JSON first: a chart that fails must not lose them
+    writers = []
     if opts.report:
-        os.makedirs(os.path.dirname(os.path.abspath(opts.report)), exist_ok=True)
-        _report.write_markdown(opts.report, parts, env, opts.chart, opts.quick,
-                               rounds_note)
-        outputs.append(("report", opts.report))
+        writers.append(("report", opts.report, lambda chart: (
+            _report.write_markdown(opts.report, parts, env, chart, opts.quick,
+                                   rounds_note))))
     if opts.json:
-        _report.write_json(opts.json, parts, env, opts.quick)
-        outputs.append(("json", opts.json))
+        writers.append(("json", opts.json, lambda chart: (
+            _report.write_json(opts.json, parts, env, opts.quick))))
+    if opts.chart:
+        writers.append(("chart", opts.chart, lambda chart: (
+            _report.write_chart(opts.chart, parts, env, opts.quick))))
+    failed_outputs = []
+    chart_ok = False
+    for kind, path, write in writers:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            why = write(opts.chart)
+        except Exception as e:
+            why = "%s: %s" % (type(e).__name__, e)
+            failed_outputs.append(kind)
+            outputs.append((kind, "not written: %s (%s)" % (path, why)))
+            continue
+        if why:                 # the chart's "matplotlib is not installed"
+            outputs.append((kind, "not drawn: " + why))
+        else:
+            outputs.append((kind, path))
+            chart_ok = chart_ok or kind == "chart"
+    if opts.chart and not chart_ok and opts.report \
+            and "report" not in failed_outputs:
+        try:                    # no chart after all: drop the link to it
+            _report.write_markdown(opts.report, parts, env, None, opts.quick,
+                                   rounds_note)
+        except Exception:
+            pass
     out(_report.summary(parts, env, outputs, time.monotonic() - t_start,
                         opts.quick))
     crashed = [p.name for p in parts if p.error]
+    status = 0
     if crashed:
         out("parts that crashed: %s (exit status 1)" % ", ".join(crashed))
-        return 1
-    return 0
+        status = 1
+    if failed_outputs:
+        out("outputs not written: %s (exit status 1)"
+            % ", ".join(failed_outputs))
+        status = 1
+    return status
 
 
 def main(argv=None, part=None):

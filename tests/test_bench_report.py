@@ -68,13 +68,14 @@ def test_closed_pipe_ends_quietly():
     p = subprocess.Popen([sys.executable, RUN] + TINY + ["--no-report"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        p.stdout.readline()
-        p.stdout.close()                         # like `| head -1`
-        err = p.stderr.read().decode()
-        assert p.wait(timeout=90) == 1
+        p.stdout.close()                         # like `| head -0`
+        _, err = p.communicate(timeout=90)
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
+    err = err.decode()
+    assert p.returncode == 1
     assert "Traceback" not in err and "BrokenPipe" not in err
 
 
@@ -121,3 +122,77 @@ def test_row_ratio_is_stdlib_time_over_its_time(run_module):
     rate = _report.Row("p", "r", "MB/s", 100.0, 300.0, 4.0)   # higher is faster
     assert rate.ratio == 3.0 and rate.met is False
     assert _report.cells(t)[-3:] == ["0.50x", "-", "-"]
+
+
+def test_chart_is_a_png(run_module, tmp_path):
+    pytest.importorskip("matplotlib")
+    import _report
+    part = run_module.Part("futures")
+    part.rows.append(_report.Row("futures", "x", "us/op", 2.0, 1.0))
+    part.rows.append(_report.Row("futures", "y", "us/op", 1.0, 2.0,
+                                 others={"loky": 4.0}))
+    path = tmp_path / "c.png"
+    assert _report.write_chart(str(path), [part],
+                               _report.environment({}, None), True) is None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failing_output_keeps_the_others(run_module, monkeypatch, capsys,
+                                         tmp_path):
+    import _report
+
+    def broken(*args):
+        raise OSError("disk full")
+    monkeypatch.setattr(_report, "write_chart", broken)
+    report, js = tmp_path / "r.md", tmp_path / "new" / "dir" / "r.json"
+    rc = run_module.main(TINY + ["--report", str(report), "--json", str(js),
+                                 "--chart", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "Summary (quick run" in out
+    assert "chart: not written: " in out and "disk full" in out
+    assert "report: %s" % report in out and "json: %s" % js in out
+    assert "| create+set_result+result" in report.read_text()
+    assert "c.png" not in report.read_text()     # no link to a missing chart
+    assert json.loads(js.read_text())["parts"][0]["name"] == "futures"
+
+
+def test_broken_third_party_import_is_said(run_module, monkeypatch,
+                                           tmp_path):
+    pkg = tmp_path / "pebble"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('bad build')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pebble", raising=False)
+    libs, failed = run_module.third_party()
+    assert "pebble" not in libs
+    assert failed["pebble"] == "import failed: RuntimeError: bad build"
+    import _report
+    env = _report.environment(libs, None, failed)
+    assert "pebble import failed: RuntimeError: bad build" in \
+        _report.libs_line(env)
+
+
+def test_failing_pebble_leaves_the_thread_part_running(run_module,
+                                                       monkeypatch):
+    import concurrent.futures
+    fake = types.ModuleType("pebble")
+
+    def no_pool(max_workers):
+        raise RuntimeError("no threads for pebble")
+    fake.ThreadPool = no_pool
+    opts = run_module.parse_args(TINY)
+    part = run_module.Part("thread")
+    monkeypatch.syspath_prepend(BENCH)
+    import bench_thread
+    monkeypatch.setattr(bench_thread, "calibrate_hash", lambda: (1, 1e-6))
+    ctx = run_module.Context(opts, part, bench_thread, {"pebble": fake},
+                             concurrent.futures)
+    steps = bench_thread.plan(ctx)
+    label, first = steps[2]                     # the small latency case
+    (row,) = first()
+    assert row.stdlib > 0 and row.cfutures > 0 and "pebble" not in row.others
+    assert any("pebble failed, left out: RuntimeError: no threads for pebble"
+               in n for n in part.notes)
+    (row,) = steps[3][1]()                      # pebble stays out
+    assert "pebble" not in row.others

@@ -13,6 +13,7 @@ The cluster is in-process (`processes=False`: starts in well under a second).
 Skipped when `distributed` is not installed: `pip install -e ".[test,dask]"`.
 """
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import subprocess
@@ -40,16 +41,16 @@ def gated(value):
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                       dashboard_address=":0")
-    client = distributed.Client(cluster, timeout=LONG)
-    try:
+    with contextlib.ExitStack() as stack:
+        # a Client that fails to start still closes the cluster
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2,
+                                           processes=False, dashboard_address=":0")
+        stack.callback(cluster.close, timeout=LONG)
+        client = distributed.Client(cluster, timeout=LONG)
+        stack.callback(client.close, timeout=LONG)
+        stack.callback(GATE.clear)
+        stack.callback(GATE.set)            # runs first: frees a gated task
         yield client
-    finally:
-        GATE.set()
-        client.close(timeout=LONG)
-        cluster.close(timeout=LONG)
-        GATE.clear()
     assert client.status == "closed" and cluster.status.name == "closed"
 
 
@@ -128,6 +129,11 @@ def test_cancelling_a_queued_dask_future_wakes_wait(impl, client, gate):
     done, not_done = impl.wait(busy + [queued], timeout=LONG,
                                return_when=impl.FIRST_COMPLETED)
     assert done == {queued} and queued.cancelled()
+    # the executor cancelled the dask task too (its futures: a private set)
+    dask_futures = getattr(dex, "_futures", None)
+    if dask_futures is not None:
+        assert sorted(f.status for f in dask_futures) == \
+            ["cancelled", "pending", "pending"]
     gate.set()
     assert [f.result() for f in impl.as_completed(busy, timeout=LONG)] != []
     done, _ = impl.wait(busy + [queued], timeout=LONG)
