@@ -29,11 +29,13 @@ reg_prepare(void)
             }
         }
     }
+    ProcShm_CacheLock();
 }
 
 static void
 reg_parent(void)
 {
+    ProcShm_CacheUnlock();
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             if (s->tshm != NULL) {
@@ -97,6 +99,7 @@ reg_child(void)
         }
         pthread_mutex_init(&s->mutex, NULL);
     }
+    ProcShm_CacheForkChild();
     pthread_mutex_init(&reg_mutex, NULL);
 }
 
@@ -163,7 +166,16 @@ ProcWorker_Free(ProcWorker *w)
     ProcBuf_Free(&w->in);
     worker_release_tasks(w, 1, 0);
     ProcBuf_Free(&w->tseqs);
-    ProcShm_Free(w->rshm);
+    if (w->reaped) {
+        /* its process is gone: nobody else maps its regions */
+        if (w->tshm != NULL) {
+            __atomic_sub_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
+        }
+        ProcShm_Recycle(w->rshm);
+    }
+    else {
+        ProcShm_Free(w->rshm);
+    }
     free(w);
 }
 
@@ -185,6 +197,7 @@ ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd)
         pthread_mutex_unlock(&sh->mutex);
     }
     w->tshm = sh->tshm;
+    __atomic_add_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
     w->rshm = ProcShm_Create(sh->shm_cap);
     *tfd = fcntl(sh->tshm->fd, F_DUPFD_CLOEXEC, 0);
     if (w->rshm != NULL) {
@@ -217,7 +230,13 @@ ProcShared_Free(ProcShared *sh)
     free(sh->w);
     free(sh->batch);
     ProcMsgQueue_Clear(&sh->sendq);
-    ProcShm_Free(sh->tshm);
+    if (sh->tshm != NULL && !sh->inherited
+        && __atomic_load_n(&sh->tshm->users, __ATOMIC_ACQUIRE) == 0) {
+        ProcShm_Recycle(sh->tshm);      /* every worker given it reaped */
+    }
+    else {
+        ProcShm_Free(sh->tshm);
+    }
     if (sh->wake_fd >= 0) {
         close(sh->wake_fd);
     }

@@ -184,10 +184,29 @@ typedef struct ProcShm {
     ProcShmSpan *spans;         /* ring indexed by seq % spcap */
     size_t spcap;
     size_t head;                /* end of the newest span */
+    int users;                  /* task region: workers not yet reaped */
+    pid_t owner;                /* the process that created it */
+    struct ProcShm *cache_next;
 } ProcShm;
 
-/* A new region (parent).  NULL if memfd/mmap are not available. */
+/* A new region (parent), from the cache if it holds one of this cap.
+ * NULL if memfd/mmap are not available. */
 ProcShm *ProcShm_Create(size_t cap);
+/* Parent: a region no live process maps any more (every worker given it
+ * reaped) goes to a process-wide cache, still mapped, so that a later
+ * pool neither zeroes nor faults its pages again; at most
+ * CF_SHM_CACHE_N (or 2 per CPU) regions and CF_SHM_CACHE_BYTES in all,
+ * the rest are freed. */
+#define CF_SHM_CACHE_N     4
+#define CF_SHM_CACHE_BYTES ((size_t)256 << 20)
+void ProcShm_Recycle(ProcShm *s);
+/* Cache: number of regions and their bytes; drop: free them all. */
+void ProcShm_CacheInfo(size_t *n, size_t *bytes, int drop);
+/* Fork hooks: a child abandons the cache (closes and unmaps, async-
+ * signal-safe), so it never hands out the parent's regions. */
+void ProcShm_CacheLock(void);
+void ProcShm_CacheUnlock(void);
+void ProcShm_CacheForkChild(void);
 /* Map a region received from the parent (worker); takes the fd. */
 ProcShm *ProcShm_Open(int fd);
 void ProcShm_Free(ProcShm *s);

@@ -166,6 +166,9 @@ def memfds():
         except OSError:
             pass
     return n
+def cached():
+    from cfutures import _cfutures
+    return _cfutures._shm_cache()[0]
 blob = os.urandom(2**20)
 def cycle(i):
     ex = M.ProcessPoolExecutor(2, mp_context=ctx)
@@ -184,10 +187,12 @@ def cycle(i):
 cycle(0)
 gc.collect()
 fds0, shm0 = h.fd_count(), sorted(os.listdir("/dev/shm"))
+cached0 = cached()
 alive = [cycle(i) for i in range(6)]
 gc.collect()
-print("FDS", fds0, h.fd_count())
-print("MEMFDS", min(alive), memfds())
+# regions kept for the next pool (cfutures) are the only fds added
+print("FDS", fds0, h.fd_count() - (cached() - cached0))
+print("MEMFDS", min(alive), memfds() - cached())
 # other programs' multiprocessing semaphores come and go in /dev/shm
 new = set(os.listdir("/dev/shm")) - set(shm0)
 print("DEVSHM", not [n for n in new if not n.startswith("sem.mp-")])
@@ -242,3 +247,166 @@ def test_program_killed_mid_transfer_leaves_no_shared_memory(impl, method):
         time.sleep(0.05)
     new = set(os.listdir("/dev/shm")) - shm0
     assert not [n for n in new if not n.startswith("sem.mp-")]
+
+
+# ------------------------------------------------ regions kept across pools
+
+CACHE_HELPERS = """
+import gc, os, multiprocessing as mp
+import process_helpers as h
+from cfutures import _cfutures
+ctx = mp.get_context({method!r})
+blob = os.urandom(2**20)
+def inodes(pid):
+    # the memfds a process holds, by inode
+    out, d = set(), "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            if "memfd:" in os.readlink(d + "/" + fd):
+                out.add(os.stat(d + "/" + fd).st_ino)
+        except OSError:
+            pass
+    return out
+def pool_inodes(ex):
+    # every region the pool's workers map
+    seen = set()
+    for pid in list(ex._processes):
+        seen |= inodes(pid)
+    return seen
+def run_pool(n=2):
+    with M.ProcessPoolExecutor(n, mp_context=ctx) as ex:
+        assert list(ex.map(h.identity, [blob] * 8)) == [blob] * 8
+        return pool_inodes(ex)
+"""
+
+REUSED = CACHE_HELPERS + """
+first = run_pool()
+gc.collect()
+cached = inodes(os.getpid())
+print("CACHE", _cfutures._shm_cache()[0], len(cached), len(first))
+second = run_pool()
+print("REUSED", len(cached & second), len(second))
+"""
+
+
+def cf_only(impl):
+    if not is_cf(impl):
+        pytest.skip("the stdlib has no shared memory regions")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_regions_are_reused_by_the_next_pool(impl, method):
+    cf_only(impl)
+    r = run_script(REUSED.format(method=method), impl, timeout=100)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "REUSED" in lines, (r.stdout, r.stderr[-3000:])
+    # a task region and two result regions, kept mapped in the parent
+    assert lines["CACHE"].split() == ["3", "3", "3"]
+    # the next pool's workers were given exactly those
+    assert lines["REUSED"].split() == ["3", "3"]
+
+
+NO_WAIT = CACHE_HELPERS + """
+import tempfile, time
+run_pool()                              # the cache holds regions now
+gc.collect()
+gate = os.path.join(tempfile.mkdtemp(), "go")
+ex1 = M.ProcessPoolExecutor(2, mp_context=ctx)
+blobs1 = [os.urandom(2**20) for _ in range(6)]
+fs1 = [ex1.submit(h.when_exists, gate, b) for b in blobs1]
+fs1.append(ex1.submit(h.identity, blob))
+while len(ex1._processes) < 2 or not all(
+        inodes(p) for p in list(ex1._processes)):
+    time.sleep(0.01)                    # both workers hold their regions
+pids1 = list(ex1._processes)
+in1 = pool_inodes(ex1)
+ex1.shutdown(wait=False)
+del ex1
+gc.collect()
+# ex1's workers are blocked on the gate: its regions must stay its own
+in2 = run_pool()
+print("ALIVE", all(os.path.exists("/proc/%d" % p) for p in pids1))
+print("OVERLAP", len(in1 & in2), len(in1), len(in2))
+open(gate, "w").close()
+print("OK1", [f.result(timeout=60) for f in fs1] == blobs1 + [blob])
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_shut_down_without_wait_keeps_its_regions(impl, method):
+    cf_only(impl)
+    r = run_script(NO_WAIT.format(method=method), impl, timeout=100)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "OK1" in lines, (r.stdout, r.stderr[-3000:])
+    assert lines["ALIVE"] == "True"
+    overlap, n1, n2 = map(int, lines["OVERLAP"].split())
+    assert n1 == 3 and n2 == 3 and overlap == 0
+    assert lines["OK1"] == "True"
+
+
+MANY = CACHE_HELPERS + """
+import threading
+bound = max(4, 2 * os.cpu_count())
+run_pool()
+gc.collect()
+fds0 = h.fd_count()
+for i in range(8):
+    # two pools at once: more regions than the cache keeps
+    t = threading.Thread(target=run_pool, args=(3,))
+    t.start()
+    run_pool(3)
+    t.join()
+    gc.collect()
+n, nbytes = _cfutures._shm_cache()
+print("CACHE", n, bound, len(inodes(os.getpid())))
+print("FDS", h.fd_count() - fds0, bound)
+_cfutures._shm_cache(True)
+print("DROPPED", len(inodes(os.getpid())), _cfutures._shm_cache()[0])
+"""
+
+
+@pytest.mark.timeout(180)
+def test_region_cache_is_bounded(impl):
+    cf_only(impl)
+    r = run_script(MANY.format(method="fork"), impl, timeout=170)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "DROPPED" in lines, (r.stdout, r.stderr[-3000:])
+    n, bound, held = map(int, lines["CACHE"].split())
+    assert 3 <= n <= bound and held == n
+    grown, bound = map(int, lines["FDS"].split())
+    assert grown <= bound
+    assert lines["DROPPED"] == "0 0"
+
+
+FORK_CHILD = CACHE_HELPERS + """
+run_pool()
+gc.collect()
+parent = inodes(os.getpid())
+assert len(parent) == 3, parent
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        if _cfutures._shm_cache()[0] != 0 or inodes(os.getpid()):
+            code = 3            # the parent's regions were kept
+        elif run_pool() & parent:
+            code = 4            # and handed to a pool
+    except BaseException:
+        code = 5
+    os._exit(code)
+print("CHILD", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+# the parent still has them, for its own next pool
+print("PARENT", len(run_pool() & parent))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_fork_child_does_not_reuse_the_parents_regions(impl):
+    cf_only(impl)
+    r = run_script(FORK_CHILD.format(method="fork"), impl, timeout=100)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "PARENT" in lines, (r.stdout, r.stderr[-3000:])
+    assert lines["CHILD"] == "0"
+    assert lines["PARENT"] == "3"
