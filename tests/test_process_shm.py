@@ -347,17 +347,18 @@ def test_pool_shut_down_without_wait_keeps_its_regions(impl, method):
 
 
 MANY = CACHE_HELPERS + """
-import threading
 bound = max(4, 2 * os.cpu_count())
 run_pool()
 gc.collect()
 fds0 = h.fd_count()
 for i in range(8):
     # two pools at once: more regions than the cache keeps
-    t = threading.Thread(target=run_pool, args=(3,))
-    t.start()
-    run_pool(3)
-    t.join()
+    exs = [M.ProcessPoolExecutor(3, mp_context=ctx) for _ in range(2)]
+    fs = [ex.submit(h.identity, blob) for _ in range(4) for ex in exs]
+    assert [f.result(timeout=60) for f in fs] == [blob] * len(fs)
+    for ex in exs:
+        ex.shutdown()
+    del exs, ex
     gc.collect()
 n, nbytes = _cfutures._shm_cache()
 print("CACHE", n, bound, len(inodes(os.getpid())))
