@@ -376,6 +376,7 @@ cache_take(size_t cap)
     if (s != NULL) {
         s->first_seq = s->next_seq = 0;
         s->head = CF_SHM_DATA0;
+        s->live = 0;
         s->users = 0;
         __atomic_store_n(&((ShmHeader *)s->base)->consumed, 0,
                          __ATOMIC_RELEASE);
@@ -569,7 +570,11 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
         uint64_t upto = __atomic_load_n(&((ShmHeader *)s->base)->consumed,
                                         __ATOMIC_ACQUIRE);
         for (uint64_t q = s->first_seq; q < upto && q < s->next_seq; q++) {
-            span_at(s, q)->freed = 1;
+            ProcShmSpan *sp = span_at(s, q);
+            if (!sp->freed) {
+                sp->freed = 1;
+                s->live -= sp->len;
+            }
         }
         shm_trim(s);
     }
@@ -608,6 +613,9 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
         }
     }
     if (at + len > s->size) {
+        if (s->live + len <= s->size / 2) {
+            goto full;      /* room enough but fragmented: do not grow */
+        }
         /* grow: at least double, at most cap */
         size_t want = s->size * 2 > at + len ? s->size * 2 : at + len;
         want = page_round(want);
@@ -629,6 +637,7 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
     sp->off = at;
     sp->len = len;
     sp->freed = 0;
+    s->live += len;
     *seq = s->next_seq++;
     *off = at;
     s->head = at + len;
@@ -643,8 +652,9 @@ void
 ProcShm_Release(ProcShm *s, uint64_t seq)
 {
     pthread_mutex_lock(&s->mutex);
-    if (seq >= s->first_seq && seq < s->next_seq) {
+    if (seq >= s->first_seq && seq < s->next_seq && !span_at(s, seq)->freed) {
         span_at(s, seq)->freed = 1;
+        s->live -= span_at(s, seq)->len;
         shm_trim(s);
     }
     pthread_mutex_unlock(&s->mutex);

@@ -155,7 +155,9 @@ int ProcMsgQueue_WriteFd(ProcMsgQueue *q, int fd);
  * when its answer arrives.  Result region: one per worker, written by the
  * worker; the parent publishes in the region's header how far it has
  * consumed, and the worker frees up to there.  When a span does not fit,
- * the bytes go through the pipe as before: nobody ever waits for room. */
+ * the bytes go through the pipe as before: nobody ever waits for room.
+ * The file only grows while the live spans would fill over half of it, so
+ * one span held long (the ring's oldest end pinned) cannot grow it to cap. */
 #define CF_SHM_MIN   ((size_t)64 * 1024)
 #define CF_SHM_MAGIC 0x004d4853u     /* "SHM\0" */
 #define CF_SHM_DATA0 ((size_t)4096)  /* header page */
@@ -184,6 +186,7 @@ typedef struct ProcShm {
     ProcShmSpan *spans;         /* ring indexed by seq % spcap */
     size_t spcap;
     size_t head;                /* end of the newest span */
+    size_t live;                /* bytes of spans not yet freed */
     int users;                  /* task region: workers not yet reaped */
     pid_t owner;                /* the process that created it */
     struct ProcShm *cache_next;

@@ -416,3 +416,39 @@ def test_fork_child_does_not_reuse_the_parents_regions(impl):
     assert "PARENT" in lines, (r.stdout, r.stderr[-3000:])
     assert lines["CHILD"] == "0"
     assert lines["PARENT"] == "3"
+
+
+PINNED = """
+import os, tempfile, multiprocessing as mp
+import process_helpers as h
+def largest_memfd():
+    big = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "memfd:" in os.readlink("/proc/self/fd/" + fd):
+                big = max(big, os.fstat(int(fd)).st_size)
+        except OSError:
+            pass
+    return big
+blob = os.urandom(2**20)
+gate = os.path.join(tempfile.mkdtemp(), "go")
+with M.ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+    # the task region comes with the first worker: start both
+    assert list(ex.map(h.identity, [blob] * 4)) == [blob] * 4
+    held = ex.submit(h.when_exists, gate, blob)     # holds its 1 MiB span
+    for _ in range(64):
+        assert ex.submit(h.identity, blob).result(timeout=60) == blob
+    print("LARGEST", largest_memfd())
+    open(gate, "w").close()
+    assert held.result(timeout=60) == blob
+"""
+
+
+@pytest.mark.timeout(120)
+def test_one_held_span_does_not_grow_the_region(impl):
+    # Only 2 MiB are ever live: the region must not grow with each task
+    # behind the one held (64 MiB without the live-bytes bound).
+    r = run_script(PINNED, impl, timeout=110)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "LARGEST" in lines, (r.stdout, r.stderr[-3000:])
+    assert int(lines["LARGEST"]) <= 16 * MiB
