@@ -67,7 +67,7 @@ ProcWorker_CloseFds(ProcWorker *w)
 static void
 reg_child(void)
 {
-    /* Only async-signal-safe work: close fds, reset mutexes. */
+    /* Only async-signal-safe work: close fds, unmap, reset mutexes. */
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             s->inherited = 1;
@@ -77,22 +77,13 @@ reg_child(void)
             }
             for (ProcWorker *w = s->launching; w != NULL; w = w->next) {
                 ProcWorker_CloseFds(w);
-                if (w->rshm != NULL && w->rshm->fd >= 0) {
-                    close(w->rshm->fd);
-                    w->rshm->fd = -1;
-                }
+                ProcShm_ForkChild(w->rshm);
             }
             for (int i = 0; i < s->nw; i++) {
                 ProcWorker_CloseFds(s->w[i]);
-                if (s->w[i]->rshm != NULL && s->w[i]->rshm->fd >= 0) {
-                    close(s->w[i]->rshm->fd);
-                    s->w[i]->rshm->fd = -1;
-                }
+                ProcShm_ForkChild(s->w[i]->rshm);
             }
-            if (s->tshm != NULL && s->tshm->fd >= 0) {
-                close(s->tshm->fd);
-                s->tshm->fd = -1;
-            }
+            ProcShm_ForkChild(s->tshm);
         }
         if (s->tshm != NULL) {
             pthread_mutex_init(&s->tshm->mutex, NULL);

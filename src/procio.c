@@ -540,6 +540,22 @@ ProcShm_Free(ProcShm *s)
     free(s);
 }
 
+void
+ProcShm_ForkChild(ProcShm *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->base != NULL) {
+        munmap(s->base, s->cap);
+        s->base = NULL;
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
 static ProcShmSpan *
 span_at(ProcShm *s, uint64_t seq)
 {

@@ -213,6 +213,9 @@ void ProcShm_CacheForkChild(void);
 /* Map a region received from the parent (worker); takes the fd. */
 ProcShm *ProcShm_Open(int fd);
 void ProcShm_Free(ProcShm *s);
+/* Fork child: drop the parent's region (close, unmap; async-signal-safe)
+ * so that it does not keep its pages alive; the struct stays, empty. */
+void ProcShm_ForkChild(ProcShm *s);
 /* Writer: room for n bytes at *off, span *seq.  0, or -1: no room. */
 int ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq);
 /* Writer: span seq is no longer read. */

@@ -452,3 +452,35 @@ def test_one_held_span_does_not_grow_the_region(impl):
     lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
     assert "LARGEST" in lines, (r.stdout, r.stderr[-3000:])
     assert int(lines["LARGEST"]) <= 16 * MiB
+
+
+FORK_CHILD_MAPS = """
+import os, multiprocessing as mp
+import process_helpers as h
+def mapped():
+    with open("/proc/self/maps") as f:
+        return sum("memfd:" in line for line in f)
+blob = os.urandom(2**20)
+with M.ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+    assert list(ex.map(h.identity, [blob] * 4)) == [blob] * 4
+    print("PARENT", mapped())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(mapped()).encode())
+        os._exit(0)
+    os.close(w)
+    print("CHILD", os.read(r, 100).decode())
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_fork_child_does_not_map_the_pools_regions(impl):
+    # a fork child (a later pool's fork worker too) would keep the pages
+    r = run_script(FORK_CHILD_MAPS, impl, timeout=110)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "CHILD" in lines, (r.stdout, r.stderr[-3000:])
+    if is_cf(impl):
+        assert int(lines["PARENT"]) >= 2
+    assert lines["CHILD"] == "0"
