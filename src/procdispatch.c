@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,7 +116,17 @@ ProcShared_New(void)
     sh->shm_cap = CF_SHM_CAP;
     const char *cap = getenv("CFUTURES_SHM_MAX");  /* tests: a small region */
     if (cap != NULL && *cap) {
-        sh->shm_cap = (size_t)strtoull(cap, NULL, 0);
+        unsigned long long v = strtoull(cap, NULL, 0);
+        sh->shm_cap = v < CF_SHM_CAP ? (size_t)v : CF_SHM_CAP;
+    }
+    /* Under an address space limit a region reserves 1/256 of it at most
+     * (each process maps several); under 1 MiB: pipes only. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t part = (size_t)(rl.rlim_cur / 256) & ~(size_t)4095;
+        if (part < sh->shm_cap) {
+            sh->shm_cap = part < ((size_t)1 << 20) ? 0 : part;
+        }
     }
     cf_event_init(&sh->done_ev);
     pthread_mutex_lock(&reg_mutex);
@@ -170,18 +181,18 @@ ProcWorker_Free(ProcWorker *w)
     free(w);
 }
 
-void
+int
 ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd)
 {
     *tfd = *rfd = -1;
     if (sh->shm_cap == 0 || sh->inherited) {
-        return;
+        return 0;
     }
     if (sh->tshm == NULL) {
         ProcShm *t = ProcShm_Create(sh->shm_cap);
         if (t == NULL) {
             sh->shm_cap = 0;        /* not available here: pipes only */
-            return;
+            return 0;
         }
         pthread_mutex_lock(&sh->mutex);
         sh->tshm = t;
@@ -189,11 +200,18 @@ ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd)
     }
     w->tshm = sh->tshm;
     __atomic_add_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
-    w->rshm = ProcShm_Create(sh->shm_cap);
     *tfd = fcntl(sh->tshm->fd, F_DUPFD_CLOEXEC, 0);
+    if (*tfd < 0) {
+        /* tasks may have holes in the region: no worker without it */
+        __atomic_sub_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
+        w->tshm = NULL;
+        return -1;
+    }
+    w->rshm = ProcShm_Create(sh->shm_cap);
     if (w->rshm != NULL) {
         *rfd = fcntl(w->rshm->fd, F_DUPFD_CLOEXEC, 0);
     }
+    return 0;
 }
 
 void

@@ -484,3 +484,38 @@ def test_fork_child_does_not_map_the_pools_regions(impl):
     if is_cf(impl):
         assert int(lines["PARENT"]) >= 2
     assert lines["CHILD"] == "0"
+
+
+MAPPED_SIZES = """
+import os, resource, multiprocessing as mp
+import process_helpers as h
+limit = {limit!r}
+if limit:
+    with open("/proc/self/status") as f:
+        vm = [l for l in f if l.startswith("VmSize:")][0]
+    limit += int(vm.split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+blob = os.urandom(2**20)
+with M.ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+    assert list(ex.map(h.identity, [blob] * 4)) == [blob] * 4
+    with open("/proc/self/maps") as f:
+        spans = [l.split()[0].split("-") for l in f if "memfd:" in l]
+    print("LIMIT", limit)
+    print("LARGEST", max([int(b, 16) - int(a, 16) for a, b in spans] or [0]))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("limit, env", [
+    (0, {"CFUTURES_SHM_MAX": str(2**40)}),  # clamped to the 1 GiB cap
+    (3 * 2**30, {}),                        # RLIMIT_AS: a small reservation
+])
+def test_region_reservation_is_bounded(impl, limit, env):
+    r = run_script(MAPPED_SIZES.format(limit=limit), impl, timeout=110,
+                   extra_env=env)
+    lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
+    assert "LARGEST" in lines, (r.stdout, r.stderr[-3000:])
+    largest, limit = int(lines["LARGEST"]), int(lines["LIMIT"])
+    assert largest <= (limit // 256 if limit else 2**30)
+    if is_cf(impl) and limit:
+        assert largest > 0      # still shared memory, in smaller regions
