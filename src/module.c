@@ -1,5 +1,6 @@
 /* cfutures._cfutures: module definition, state, multi-phase init. */
 #include "cfutures.h"
+#include "procio.h"
 
 /* ---------------------------------------------------- module state */
 
@@ -133,7 +134,25 @@ spin_stats(PyObject *mod, PyObject *Py_UNUSED(ignored))
         __atomic_load_n(&cf_spin_stats.gil_spins_failed_ns, __ATOMIC_RELAXED));
 }
 
+PyDoc_STRVAR(shm_cache_doc,
+"_shm_cache($module, drop=False, /)\n--\n\n"
+"The process pool's cache of shared memory regions (procio.h): (count,\n"
+"bytes); drop: free them all.");
+
+static PyObject *
+shm_cache(PyObject *mod, PyObject *args)
+{
+    int drop = 0;
+    size_t n, bytes;
+    if (!PyArg_ParseTuple(args, "|p:_shm_cache", &drop)) {
+        return NULL;
+    }
+    ProcShm_CacheInfo(&n, &bytes, drop);
+    return Py_BuildValue("nn", (Py_ssize_t)n, (Py_ssize_t)bytes);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_shm_cache", shm_cache, METH_VARARGS, shm_cache_doc},
     {"_set_future_class", set_future_class, METH_O, set_future_class_doc},
     {"_spin_stats", spin_stats, METH_NOARGS, spin_stats_doc},
     {NULL, NULL}

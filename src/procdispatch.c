@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,11 +30,13 @@ reg_prepare(void)
             }
         }
     }
+    ProcShm_CacheLock();
 }
 
 static void
 reg_parent(void)
 {
+    ProcShm_CacheUnlock();
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             if (s->tshm != NULL) {
@@ -65,7 +68,7 @@ ProcWorker_CloseFds(ProcWorker *w)
 static void
 reg_child(void)
 {
-    /* Only async-signal-safe work: close fds, reset mutexes. */
+    /* Only async-signal-safe work: close fds, unmap, reset mutexes. */
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             s->inherited = 1;
@@ -75,28 +78,20 @@ reg_child(void)
             }
             for (ProcWorker *w = s->launching; w != NULL; w = w->next) {
                 ProcWorker_CloseFds(w);
-                if (w->rshm != NULL && w->rshm->fd >= 0) {
-                    close(w->rshm->fd);
-                    w->rshm->fd = -1;
-                }
+                ProcShm_ForkChild(w->rshm);
             }
             for (int i = 0; i < s->nw; i++) {
                 ProcWorker_CloseFds(s->w[i]);
-                if (s->w[i]->rshm != NULL && s->w[i]->rshm->fd >= 0) {
-                    close(s->w[i]->rshm->fd);
-                    s->w[i]->rshm->fd = -1;
-                }
+                ProcShm_ForkChild(s->w[i]->rshm);
             }
-            if (s->tshm != NULL && s->tshm->fd >= 0) {
-                close(s->tshm->fd);
-                s->tshm->fd = -1;
-            }
+            ProcShm_ForkChild(s->tshm);
         }
         if (s->tshm != NULL) {
             pthread_mutex_init(&s->tshm->mutex, NULL);
         }
         pthread_mutex_init(&s->mutex, NULL);
     }
+    ProcShm_CacheForkChild();
     pthread_mutex_init(&reg_mutex, NULL);
 }
 
@@ -121,7 +116,17 @@ ProcShared_New(void)
     sh->shm_cap = CF_SHM_CAP;
     const char *cap = getenv("CFUTURES_SHM_MAX");  /* tests: a small region */
     if (cap != NULL && *cap) {
-        sh->shm_cap = (size_t)strtoull(cap, NULL, 0);
+        unsigned long long v = strtoull(cap, NULL, 0);
+        sh->shm_cap = v < CF_SHM_CAP ? (size_t)v : CF_SHM_CAP;
+    }
+    /* Under an address space limit a region reserves 1/256 of it at most
+     * (each process maps several); under 1 MiB: pipes only. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t part = (size_t)(rl.rlim_cur / 256) & ~(size_t)4095;
+        if (part < sh->shm_cap) {
+            sh->shm_cap = part < ((size_t)1 << 20) ? 0 : part;
+        }
     }
     cf_event_init(&sh->done_ev);
     pthread_mutex_lock(&reg_mutex);
@@ -163,33 +168,50 @@ ProcWorker_Free(ProcWorker *w)
     ProcBuf_Free(&w->in);
     worker_release_tasks(w, 1, 0);
     ProcBuf_Free(&w->tseqs);
-    ProcShm_Free(w->rshm);
+    if (w->reaped) {
+        /* its process is gone: nobody else maps its regions */
+        if (w->tshm != NULL) {
+            __atomic_sub_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
+        }
+        ProcShm_Recycle(w->rshm);
+    }
+    else {
+        ProcShm_Free(w->rshm);
+    }
     free(w);
 }
 
-void
+int
 ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd)
 {
     *tfd = *rfd = -1;
     if (sh->shm_cap == 0 || sh->inherited) {
-        return;
+        return 0;
     }
     if (sh->tshm == NULL) {
         ProcShm *t = ProcShm_Create(sh->shm_cap);
         if (t == NULL) {
             sh->shm_cap = 0;        /* not available here: pipes only */
-            return;
+            return 0;
         }
         pthread_mutex_lock(&sh->mutex);
         sh->tshm = t;
         pthread_mutex_unlock(&sh->mutex);
     }
     w->tshm = sh->tshm;
-    w->rshm = ProcShm_Create(sh->shm_cap);
+    __atomic_add_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
     *tfd = fcntl(sh->tshm->fd, F_DUPFD_CLOEXEC, 0);
+    if (*tfd < 0) {
+        /* tasks may have holes in the region: no worker without it */
+        __atomic_sub_fetch(&w->tshm->users, 1, __ATOMIC_ACQ_REL);
+        w->tshm = NULL;
+        return -1;
+    }
+    w->rshm = ProcShm_Create(sh->shm_cap);
     if (w->rshm != NULL) {
         *rfd = fcntl(w->rshm->fd, F_DUPFD_CLOEXEC, 0);
     }
+    return 0;
 }
 
 void
@@ -217,7 +239,13 @@ ProcShared_Free(ProcShared *sh)
     free(sh->w);
     free(sh->batch);
     ProcMsgQueue_Clear(&sh->sendq);
-    ProcShm_Free(sh->tshm);
+    if (sh->tshm != NULL && !sh->inherited
+        && __atomic_load_n(&sh->tshm->users, __ATOMIC_ACQUIRE) == 0) {
+        ProcShm_Recycle(sh->tshm);      /* every worker given it reaped */
+    }
+    else {
+        ProcShm_Free(sh->tshm);
+    }
     if (sh->wake_fd >= 0) {
         close(sh->wake_fd);
     }

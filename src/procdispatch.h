@@ -139,8 +139,9 @@ void ProcShared_Free(ProcShared *sh);
 void ProcWorker_Free(ProcWorker *w);
 /* GIL holder launching w: give it a result region, and the pool a task
  * region if it has none; *tfd and *rfd are CLOEXEC dups for the child (-1:
- * none; the caller owns them).  Failures only mean pipes alone. */
-void ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd);
+ * none; the caller owns them).  0; -1 (errno) if the task region's fd
+ * could not be duplicated; other failures only mean pipes alone. */
+int ProcWorker_ShmFds(ProcShared *sh, ProcWorker *w, int *tfd, int *rfd);
 void ProcWorker_CloseFds(ProcWorker *w);
 
 /* Wake the dispatcher if it sleeps.  Called with sh->mutex held; returns

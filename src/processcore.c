@@ -132,7 +132,11 @@ core_launch_worker(ProcessCoreObject *core)
         }
     }
     int tshm_fd, rshm_fd;
-    ProcWorker_ShmFds(sh, w, &tshm_fd, &rshm_fd);
+    if (ProcWorker_ShmFds(sh, w, &tshm_fd, &rshm_fd) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        free(w);                /* holds nothing else yet */
+        goto fail_fds;
+    }
     /* Listed before the fork so that the child closes our ends. */
     pthread_mutex_lock(&sh->mutex);
     w->next = sh->launching;

@@ -346,6 +346,118 @@ shm_map(int fd, size_t cap, size_t size)
     return s;
 }
 
+/* ---- the region cache (parent) */
+
+static pthread_mutex_t cache_mutex = PTHREAD_MUTEX_INITIALIZER;
+static ProcShm *cache_head;
+static size_t cache_n, cache_bytes;
+
+/* The largest cached region of this cap (the first taker is a pool's task
+ * region), reset for a new writer; or NULL. */
+static ProcShm *
+cache_take(size_t cap)
+{
+    pthread_mutex_lock(&cache_mutex);
+    ProcShm **best = NULL;
+    for (ProcShm **pp = &cache_head; *pp != NULL; pp = &(*pp)->cache_next) {
+        if ((*pp)->cap == cap && (best == NULL || (*pp)->size > (*best)->size)) {
+            best = pp;
+        }
+    }
+    ProcShm *s = NULL;
+    if (best != NULL) {
+        s = *best;
+        *best = s->cache_next;
+        s->cache_next = NULL;
+        cache_n--;
+        cache_bytes -= s->size;
+    }
+    pthread_mutex_unlock(&cache_mutex);
+    if (s != NULL) {
+        s->first_seq = s->next_seq = 0;
+        s->head = CF_SHM_DATA0;
+        s->live = 0;
+        s->users = 0;
+        __atomic_store_n(&((ShmHeader *)s->base)->consumed, 0,
+                         __ATOMIC_RELEASE);
+    }
+    return s;
+}
+
+void
+ProcShm_Recycle(ProcShm *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    struct stat sb;
+    if (s->fd >= 0 && s->base != NULL && !s->consumer_frees
+        && s->owner == getpid() && fstat(s->fd, &sb) == 0) {
+        s->size = (size_t)sb.st_size;       /* a worker may have grown it */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t maxn = ncpu > CF_SHM_CACHE_N / 2 ? (size_t)ncpu * 2
+                                                : CF_SHM_CACHE_N;
+        pthread_mutex_lock(&cache_mutex);
+        int keep = cache_n < maxn
+                   && s->size <= CF_SHM_CACHE_BYTES - cache_bytes;
+        if (keep) {
+            s->cache_next = cache_head;
+            cache_head = s;
+            cache_n++;
+            cache_bytes += s->size;
+        }
+        pthread_mutex_unlock(&cache_mutex);
+        if (keep) {
+            return;
+        }
+    }
+    ProcShm_Free(s);
+}
+
+void
+ProcShm_CacheInfo(size_t *n, size_t *bytes, int drop)
+{
+    pthread_mutex_lock(&cache_mutex);
+    ProcShm *list = cache_head;
+    *n = cache_n;
+    *bytes = cache_bytes;
+    if (drop) {
+        cache_head = NULL;
+        cache_n = cache_bytes = 0;
+    }
+    pthread_mutex_unlock(&cache_mutex);
+    while (drop && list != NULL) {
+        ProcShm *s = list;
+        list = s->cache_next;
+        ProcShm_Free(s);
+    }
+}
+
+void
+ProcShm_CacheLock(void)
+{
+    pthread_mutex_lock(&cache_mutex);
+}
+
+void
+ProcShm_CacheUnlock(void)
+{
+    pthread_mutex_unlock(&cache_mutex);
+}
+
+void
+ProcShm_CacheForkChild(void)
+{
+    /* the structs leak (free() is not async-signal-safe): a few bytes */
+    for (ProcShm *s = cache_head; s != NULL; s = s->cache_next) {
+        munmap(s->base, s->cap);
+        close(s->fd);
+    }
+    cache_head = NULL;
+    cache_n = cache_bytes = 0;
+    pthread_mutex_init(&cache_mutex, NULL);
+}
+
 ProcShm *
 ProcShm_Create(size_t cap)
 {
@@ -353,6 +465,10 @@ ProcShm_Create(size_t cap)
     cap = page_round(cap);
     if (cap < 2 * CF_SHM_DATA0) {
         return NULL;
+    }
+    ProcShm *cached = cache_take(cap);
+    if (cached != NULL) {
+        return cached;
     }
     int fd = memfd_create("cfutures", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
@@ -370,6 +486,7 @@ ProcShm_Create(size_t cap)
     }
     ShmHeader h = {.magic = SHM_HDR_MAGIC, .cap = cap, .consumed = 0};
     memcpy(s->base, &h, sizeof(h));
+    s->owner = getpid();
     return s;
 #else
     (void)cap;
@@ -423,6 +540,22 @@ ProcShm_Free(ProcShm *s)
     free(s);
 }
 
+void
+ProcShm_ForkChild(ProcShm *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->base != NULL) {
+        munmap(s->base, s->cap);
+        s->base = NULL;
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
 static ProcShmSpan *
 span_at(ProcShm *s, uint64_t seq)
 {
@@ -453,7 +586,11 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
         uint64_t upto = __atomic_load_n(&((ShmHeader *)s->base)->consumed,
                                         __ATOMIC_ACQUIRE);
         for (uint64_t q = s->first_seq; q < upto && q < s->next_seq; q++) {
-            span_at(s, q)->freed = 1;
+            ProcShmSpan *sp = span_at(s, q);
+            if (!sp->freed) {
+                sp->freed = 1;
+                s->live -= sp->len;
+            }
         }
         shm_trim(s);
     }
@@ -492,6 +629,9 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
         }
     }
     if (at + len > s->size) {
+        if (s->live + len <= s->size / 2) {
+            goto full;      /* room enough but fragmented: do not grow */
+        }
         /* grow: at least double, at most cap */
         size_t want = s->size * 2 > at + len ? s->size * 2 : at + len;
         want = page_round(want);
@@ -513,6 +653,7 @@ ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq)
     sp->off = at;
     sp->len = len;
     sp->freed = 0;
+    s->live += len;
     *seq = s->next_seq++;
     *off = at;
     s->head = at + len;
@@ -527,8 +668,9 @@ void
 ProcShm_Release(ProcShm *s, uint64_t seq)
 {
     pthread_mutex_lock(&s->mutex);
-    if (seq >= s->first_seq && seq < s->next_seq) {
+    if (seq >= s->first_seq && seq < s->next_seq && !span_at(s, seq)->freed) {
         span_at(s, seq)->freed = 1;
+        s->live -= span_at(s, seq)->len;
         shm_trim(s);
     }
     pthread_mutex_unlock(&s->mutex);

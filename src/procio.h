@@ -155,7 +155,9 @@ int ProcMsgQueue_WriteFd(ProcMsgQueue *q, int fd);
  * when its answer arrives.  Result region: one per worker, written by the
  * worker; the parent publishes in the region's header how far it has
  * consumed, and the worker frees up to there.  When a span does not fit,
- * the bytes go through the pipe as before: nobody ever waits for room. */
+ * the bytes go through the pipe as before: nobody ever waits for room.
+ * The file only grows while the live spans would fill over half of it, so
+ * one span held long (the ring's oldest end pinned) cannot grow it to cap. */
 #define CF_SHM_MIN   ((size_t)64 * 1024)
 #define CF_SHM_MAGIC 0x004d4853u     /* "SHM\0" */
 #define CF_SHM_DATA0 ((size_t)4096)  /* header page */
@@ -184,13 +186,36 @@ typedef struct ProcShm {
     ProcShmSpan *spans;         /* ring indexed by seq % spcap */
     size_t spcap;
     size_t head;                /* end of the newest span */
+    size_t live;                /* bytes of spans not yet freed */
+    int users;                  /* task region: workers not yet reaped */
+    pid_t owner;                /* the process that created it */
+    struct ProcShm *cache_next;
 } ProcShm;
 
-/* A new region (parent).  NULL if memfd/mmap are not available. */
+/* A new region (parent), from the cache if it holds one of this cap.
+ * NULL if memfd/mmap are not available. */
 ProcShm *ProcShm_Create(size_t cap);
+/* Parent: a region no live process maps any more (every worker given it
+ * reaped) goes to a process-wide cache, still mapped, so that a later
+ * pool neither zeroes nor faults its pages again; at most
+ * CF_SHM_CACHE_N (or 2 per CPU) regions and CF_SHM_CACHE_BYTES in all,
+ * the rest are freed. */
+#define CF_SHM_CACHE_N     4
+#define CF_SHM_CACHE_BYTES ((size_t)256 << 20)
+void ProcShm_Recycle(ProcShm *s);
+/* Cache: number of regions and their bytes; drop: free them all. */
+void ProcShm_CacheInfo(size_t *n, size_t *bytes, int drop);
+/* Fork hooks: a child abandons the cache (closes and unmaps, async-
+ * signal-safe), so it never hands out the parent's regions. */
+void ProcShm_CacheLock(void);
+void ProcShm_CacheUnlock(void);
+void ProcShm_CacheForkChild(void);
 /* Map a region received from the parent (worker); takes the fd. */
 ProcShm *ProcShm_Open(int fd);
 void ProcShm_Free(ProcShm *s);
+/* Fork child: drop the parent's region (close, unmap; async-signal-safe)
+ * so that it does not keep its pages alive; the struct stays, empty. */
+void ProcShm_ForkChild(ProcShm *s);
 /* Writer: room for n bytes at *off, span *seq.  0, or -1: no room. */
 int ProcShm_Alloc(ProcShm *s, size_t n, size_t *off, uint64_t *seq);
 /* Writer: span seq is no longer read. */

@@ -56,6 +56,7 @@ writer_hole(FrameWriterObject *fw, const Py_buffer *view)
         || ProcShm_Alloc(fw->shm, n, &off, &seq) < 0) {
         return -1;
     }
+    prefault(fw->shm->base + off, n, 1);   /* a reused region's pages */
     memcpy(fw->shm->base + off, view->buf, n);
     ProcHole h = {.pos = fw->target->len - fw->mark, .off = off, .len = n,
                   .seq = seq};

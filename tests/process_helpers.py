@@ -115,6 +115,14 @@ def append_line(path, text):
     return text
 
 
+def when_exists(path, value):
+    """Return value once path exists (the test creates it; no timing)."""
+    deadline = time.monotonic() + 100
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
 def child_pids():
     """PIDs of this process's live (non-zombie) children."""
     me = os.getpid()
