@@ -129,6 +129,24 @@ cond_exit(cf_state *st, PyObject *cond, int notify)
         return -1;                                      \
     }
 
+/* Free-threaded: "no _condition" was an unlocked peek, and the stdlib's
+ * wait() may since have made it, read PENDING and added its waiter.
+ * _condition is installed under the future's lock (lazy_field), so seeing
+ * it NULL here with the lock held is final; otherwise unlock, undo and
+ * take it from the top (COND_RETRY marks the top). */
+#if CF_FT
+#define COND_RETRY retry: ;
+#define COND_RECHECK(fut, cond, undo)                           \
+    if ((cond) == NULL && (fut)->fut_condition != NULL) {       \
+        CF_FUT_UNLOCK(fut);                                     \
+        undo;                                                   \
+        goto retry;                                             \
+    }
+#else
+#define COND_RETRY
+#define COND_RECHECK(fut, cond, undo)
+#endif
+
 /* Call name(fut) on each stdlib-style waiter (in a snapshot of the list). */
 static int
 call_py_waiters(FutureObject *fut, PyObject *name)
@@ -303,6 +321,7 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
                    PyObject *exc)
 {
     /* Fast path: nobody ever touched the stdlib protocol. */
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     PyObject *new_exc = NULL, *new_res = NULL, *old_exc, *old_res = NULL;
     if (exc != NULL && exc != Py_None) {
@@ -312,6 +331,7 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
         new_res = Py_NewRef(result);
     }
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, Py_XDECREF(new_exc); Py_XDECREF(new_res));
     if (cf_state_is_done(fut->fut_state)) {
         CF_FUT_UNLOCK(fut);
         Py_XDECREF(new_exc);
@@ -345,8 +365,10 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
 int
 cf_future_cancel(cf_state *st, FutureObject *fut)
 {
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, (void)0);
     int s = fut->fut_state;
     if (s == CF_PENDING) {
         CF_SET_STATE(fut, CF_CANCELLED);
@@ -398,8 +420,10 @@ cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
             return 1;
         }
     }
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, (void)0);
     int s = fut->fut_state;
     if (s == CF_CANCELLED) {
         CF_SET_STATE(fut, CF_CANCELLED_AND_NOTIFIED);

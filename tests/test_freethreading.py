@@ -172,6 +172,39 @@ def test_waiters_see_every_completion(impl):
     assert all(n == nreaders for n in seen.counts.values())
 
 
+def test_stdlib_waiters_on_racing_completions(cf):
+    # The stdlib's wait() and as_completed() (which lock f._condition and
+    # read f._state) on our futures, started while other threads complete
+    # or cancel them: none may miss a completion (it would time out).
+    import concurrent.futures as std
+    nfut = NTHREADS // 2
+    rounds = [[cf.Future() for _ in range(nfut)] for _ in range(300 * SCALE)]
+    barrier = threading.Barrier(NTHREADS)
+
+    def body(i):
+        for r, futs in enumerate(rounds):
+            barrier.wait(LONG)
+            if i < nfut:
+                f = futs[i]
+                op = (r + i) % 3
+                if op == 0:
+                    assert f.cancel()
+                    assert not f.set_running_or_notify_cancel()
+                elif op == 1:
+                    assert f.set_running_or_notify_cancel()
+                    f.set_result(i)
+                else:
+                    f.set_exception(ValueError(i))
+            elif i % 2:
+                done, not_done = std.wait(futs, timeout=LONG)
+                assert not not_done and len(done) == nfut
+            else:
+                got = list(std.as_completed(futs, timeout=LONG))
+                assert len(got) == nfut
+
+    run_threads(body)
+
+
 def test_many_blocked_on_one_future(impl):
     f = impl.Future()
     got = Counter()
