@@ -416,8 +416,11 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
         pthread_mutex_unlock(&p->mu);
         work_free(w);
         Py_DECREF(fut);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot schedule new futures after shutdown");
+        /* the stdlib's error for whichever flag stopped the pool */
+        if (check_usable(p, st) == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures after shutdown");
+        }
         return NULL;
     }
     queue_push_locked(p, w);
