@@ -280,6 +280,25 @@ invoke_callbacks(cf_state *st, FutureObject *fut)
     if (cbs == NULL) {
         return 0;
     }
+#if CF_FT
+    /* a tuple: whoever read _done_callbacks earlier may still mutate cbs
+     * from another thread (with the GIL, the list is iterated like the
+     * stdlib does) */
+    PyObject *t = PyList_AsTuple(cbs);
+    Py_DECREF(cbs);
+    if (t == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        rc = call_callback(st, (PyObject *)fut, PyTuple_GET_ITEM(t, i));
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(t);
+    return rc;
+#else
     int rc = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
         PyObject *fn = Py_NewRef(PyList_GET_ITEM(cbs, i));
@@ -291,6 +310,7 @@ invoke_callbacks(cf_state *st, FutureObject *fut)
     }
     Py_DECREF(cbs);
     return rc;
+#endif
 }
 
 /* ------------------------------------------------------ state changes */
