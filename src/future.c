@@ -790,14 +790,36 @@ Future_add_done_callback(PyObject *self, PyTypeObject *cls,
     }
     /* append, unless done: then call at once */
     int r = 1;
+#if CF_FT
+    /* the list is made outside fut_mutex: allocating may run the GC */
+    PyObject *fresh = NULL;
+again:
+#endif
     CF_FUT_LOCK(fut);
     if (!cf_state_is_done(fut->fut_state)) {
         if (fut->fut_callbacks == NULL) {
+#if CF_FT
+            if (fresh == NULL) {
+                CF_FUT_UNLOCK(fut);
+                fresh = PyList_New(0);
+                if (fresh == NULL) {
+                    return NULL;
+                }
+                goto again;
+            }
+            fut->fut_callbacks = fresh;
+            fresh = NULL;
+#else
             fut->fut_callbacks = PyList_New(0);     /* runs no Python */
+#endif
         }
+        /* may realloc, runs no Python (see the lock order in cfutures.h) */
         r = fut->fut_callbacks ? PyList_Append(fut->fut_callbacks, fn) : -1;
     }
     CF_FUT_UNLOCK(fut);
+#if CF_FT
+    Py_XDECREF(fresh);
+#endif
     if (r <= 0) {
         return r < 0 ? NULL : Py_NewRef(Py_None);
     }
