@@ -162,9 +162,15 @@ def test_waiters_see_every_completion(impl):
             for f in impl.as_completed(futs, timeout=LONG):
                 seen.add(id(f))
         else:
-            done, _ = impl.wait(futs, timeout=LONG,
-                                return_when=impl.FIRST_COMPLETED)
-            assert done
+            # FIRST_COMPLETED until none is left: a missed completion
+            # leaves a wait() that returns nothing at its timeout
+            not_done = set(futs)
+            while not_done:
+                done, rest = impl.wait(not_done, timeout=LONG,
+                                       return_when=impl.FIRST_COMPLETED)
+                assert done and all(f.done() for f in done)
+                assert done | rest == not_done and not done & rest
+                not_done = rest
 
     run_threads(body)
     nreaders = sum(1 for i in range(half, NTHREADS) if i % 4 == 2)
@@ -239,6 +245,11 @@ def test_shared_thread_pool_submit_and_shutdown(impl):
             for n in range(per):
                 if i == 0 and n == per // 2:
                     ex.shutdown(wait=True, cancel_futures=cancel)
+                if i == 0 and n >= per // 2:
+                    # after this thread's own shutdown(): always refused
+                    with pytest.raises(RuntimeError, match="after shutdown"):
+                        ex.submit(runs.add, (i, n))
+                    continue
                 try:
                     f = ex.submit(runs.add, (i, n))
                 except RuntimeError:
