@@ -3,12 +3,13 @@
  * Locking model
  * -------------
  * Every Future field is protected by the GIL of the interpreter that owns
- * the future; there is no per-future lock.  A thread that must block
- * (result(), wait(), as_completed()) links a cf_waiter into the future's
- * list while holding the GIL, releases the GIL and sleeps on the waiter's
- * semaphore.  Completion (always with the GIL held) walks the list and
- * posts the semaphores.  The waiter unlinks itself after re-taking the GIL,
- * so a link is never freed while a completer may see it.
+ * the future (free-threaded: by the future's lock, fut_mutex, below).  A
+ * thread that must block (result(), wait(), as_completed()) links a
+ * cf_waiter into the future's list while holding the GIL (free-threaded:
+ * the future's lock), releases it and sleeps on the waiter's semaphore.
+ * Completion (always holding the same) walks the list and posts the
+ * semaphores.  The waiter unlinks itself after re-taking it, so a link is
+ * never freed while a completer may see it.
  *
  * Pure-C pieces (cf_event, the thread pool queue) hold no PyObject they
  * touch without the GIL, and never take the GIL while holding a pool mutex.
@@ -33,7 +34,10 @@
  *   critical sections -> fut_mutex -> w_mutex
  *   run_mu: a leaf
  * fut_mutex, w_mutex, run_mu and tp_mutex cover plain C only: no Python,
- * no decref (a __del__), no other lock but the one to their right.
+ * no decref (a __del__), no other lock but the one to their right.  One
+ * exception: add_done_callback's PyList_Append on the future's callbacks
+ * list under fut_mutex (may take the list's critical section; runs no
+ * Python).
  * Callbacks, pickling and logging run with no cfutures mutex held.
  */
 #ifndef CF_CFUTURES_H
@@ -97,7 +101,8 @@ enum {
 typedef struct cf_link cf_link;
 typedef struct cf_waiter cf_waiter;
 
-/* Called with the GIL held from inside a state change; must not call
+/* Called with the GIL (free-threaded: the future's lock) held from inside
+ * a state change; must not call
  * Python, must not unlink anything. */
 typedef void (*cf_waiter_fn)(cf_waiter *w, cf_link *link, int event);
 

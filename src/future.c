@@ -129,6 +129,24 @@ cond_exit(cf_state *st, PyObject *cond, int notify)
         return -1;                                      \
     }
 
+/* Free-threaded: "no _condition" was an unlocked peek, and the stdlib's
+ * wait() may since have made it, read PENDING and added its waiter.
+ * _condition is installed under the future's lock (lazy_field), so seeing
+ * it NULL here with the lock held is final; otherwise unlock, undo and
+ * take it from the top (COND_RETRY marks the top). */
+#if CF_FT
+#define COND_RETRY retry: ;
+#define COND_RECHECK(fut, cond, undo)                           \
+    if ((cond) == NULL && (fut)->fut_condition != NULL) {       \
+        CF_FUT_UNLOCK(fut);                                     \
+        undo;                                                   \
+        goto retry;                                             \
+    }
+#else
+#define COND_RETRY
+#define COND_RECHECK(fut, cond, undo)
+#endif
+
 /* Call name(fut) on each stdlib-style waiter (in a snapshot of the list). */
 static int
 call_py_waiters(FutureObject *fut, PyObject *name)
@@ -262,6 +280,25 @@ invoke_callbacks(cf_state *st, FutureObject *fut)
     if (cbs == NULL) {
         return 0;
     }
+#if CF_FT
+    /* a tuple: whoever read _done_callbacks earlier may still mutate cbs
+     * from another thread (with the GIL, the list is iterated like the
+     * stdlib does) */
+    PyObject *t = PyList_AsTuple(cbs);
+    Py_DECREF(cbs);
+    if (t == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        rc = call_callback(st, (PyObject *)fut, PyTuple_GET_ITEM(t, i));
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(t);
+    return rc;
+#else
     int rc = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
         PyObject *fn = Py_NewRef(PyList_GET_ITEM(cbs, i));
@@ -273,6 +310,7 @@ invoke_callbacks(cf_state *st, FutureObject *fut)
     }
     Py_DECREF(cbs);
     return rc;
+#endif
 }
 
 /* ------------------------------------------------------ state changes */
@@ -303,6 +341,7 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
                    PyObject *exc)
 {
     /* Fast path: nobody ever touched the stdlib protocol. */
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     PyObject *new_exc = NULL, *new_res = NULL, *old_exc, *old_res = NULL;
     if (exc != NULL && exc != Py_None) {
@@ -312,6 +351,7 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
         new_res = Py_NewRef(result);
     }
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, Py_XDECREF(new_exc); Py_XDECREF(new_res));
     if (cf_state_is_done(fut->fut_state)) {
         CF_FUT_UNLOCK(fut);
         Py_XDECREF(new_exc);
@@ -345,8 +385,10 @@ cf_future_complete(cf_state *st, FutureObject *fut, PyObject *result,
 int
 cf_future_cancel(cf_state *st, FutureObject *fut)
 {
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, (void)0);
     int s = fut->fut_state;
     if (s == CF_PENDING) {
         CF_SET_STATE(fut, CF_CANCELLED);
@@ -398,8 +440,10 @@ cf_future_set_running_or_notify_cancel(cf_state *st, FutureObject *fut)
             return 1;
         }
     }
+    COND_RETRY
     COND_ENTER(st, fut, cond);
     CF_FUT_LOCK(fut);
+    COND_RECHECK(fut, cond, (void)0);
     int s = fut->fut_state;
     if (s == CF_CANCELLED) {
         CF_SET_STATE(fut, CF_CANCELLED_AND_NOTIFIED);
@@ -746,14 +790,36 @@ Future_add_done_callback(PyObject *self, PyTypeObject *cls,
     }
     /* append, unless done: then call at once */
     int r = 1;
+#if CF_FT
+    /* the list is made outside fut_mutex: allocating may run the GC */
+    PyObject *fresh = NULL;
+again:
+#endif
     CF_FUT_LOCK(fut);
     if (!cf_state_is_done(fut->fut_state)) {
         if (fut->fut_callbacks == NULL) {
+#if CF_FT
+            if (fresh == NULL) {
+                CF_FUT_UNLOCK(fut);
+                fresh = PyList_New(0);
+                if (fresh == NULL) {
+                    return NULL;
+                }
+                goto again;
+            }
+            fut->fut_callbacks = fresh;
+            fresh = NULL;
+#else
             fut->fut_callbacks = PyList_New(0);     /* runs no Python */
+#endif
         }
+        /* may realloc, runs no Python (see the lock order in cfutures.h) */
         r = fut->fut_callbacks ? PyList_Append(fut->fut_callbacks, fn) : -1;
     }
     CF_FUT_UNLOCK(fut);
+#if CF_FT
+    Py_XDECREF(fresh);
+#endif
     if (r <= 0) {
         return r < 0 ? NULL : Py_NewRef(Py_None);
     }

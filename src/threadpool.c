@@ -47,6 +47,7 @@ tp_atfork_child(void)
         pthread_cond_init(&p->cv, NULL);
         p->nsleeping = p->nwake = p->nspinning = p->idle = 0;
         p->forked = 1;
+        CF_FT_MUTEX_INIT(p->run_mu);
         pthread_mutex_unlock(&p->mu);
     }
     pthread_mutex_unlock(&tp_reg_mu);
@@ -415,8 +416,11 @@ submit_work(cf_pool *p, cf_state *st, PyObject *fn, PyObject *args,
         pthread_mutex_unlock(&p->mu);
         work_free(w);
         Py_DECREF(fut);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot schedule new futures after shutdown");
+        /* the stdlib's error for whichever flag stopped the pool */
+        if (check_usable(p, st) == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures after shutdown");
+        }
         return NULL;
     }
     queue_push_locked(p, w);
@@ -789,6 +793,8 @@ static PyObject *
 tp_after_fork_child(PyObject *mod, PyObject *Py_UNUSED(ignored))
 {
     cf_state *st = cf_get_state(mod);
+    /* free-threaded: the parent's other threads may have held it */
+    CF_FT_MUTEX_INIT(st->tp_mutex);
     /* Settling runs callbacks, which may create or free pools: work on a
      * snapshot, each pool held by a reference. */
     Py_ssize_t n = 0;

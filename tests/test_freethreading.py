@@ -162,14 +162,53 @@ def test_waiters_see_every_completion(impl):
             for f in impl.as_completed(futs, timeout=LONG):
                 seen.add(id(f))
         else:
-            done, _ = impl.wait(futs, timeout=LONG,
-                                return_when=impl.FIRST_COMPLETED)
-            assert done
+            # FIRST_COMPLETED until none is left: a missed completion
+            # leaves a wait() that returns nothing at its timeout
+            not_done = set(futs)
+            while not_done:
+                done, rest = impl.wait(not_done, timeout=LONG,
+                                       return_when=impl.FIRST_COMPLETED)
+                assert done and all(f.done() for f in done)
+                assert done | rest == not_done and not done & rest
+                not_done = rest
 
     run_threads(body)
     nreaders = sum(1 for i in range(half, NTHREADS) if i % 4 == 2)
     assert len(seen.counts) == nfut
     assert all(n == nreaders for n in seen.counts.values())
+
+
+def test_stdlib_waiters_on_racing_completions(cf):
+    # The stdlib's wait() and as_completed() (which lock f._condition and
+    # read f._state) on our futures, started while other threads complete
+    # or cancel them: none may miss a completion (it would time out).
+    import concurrent.futures as std
+    nfut = NTHREADS // 2
+    rounds = [[cf.Future() for _ in range(nfut)] for _ in range(300 * SCALE)]
+    barrier = threading.Barrier(NTHREADS)
+
+    def body(i):
+        for r, futs in enumerate(rounds):
+            barrier.wait(LONG)
+            if i < nfut:
+                f = futs[i]
+                op = (r + i) % 3
+                if op == 0:
+                    assert f.cancel()
+                    assert not f.set_running_or_notify_cancel()
+                elif op == 1:
+                    assert f.set_running_or_notify_cancel()
+                    f.set_result(i)
+                else:
+                    f.set_exception(ValueError(i))
+            elif i % 2:
+                done, not_done = std.wait(futs, timeout=LONG)
+                assert not not_done and len(done) == nfut
+            else:
+                got = list(std.as_completed(futs, timeout=LONG))
+                assert len(got) == nfut
+
+    run_threads(body)
 
 
 def test_many_blocked_on_one_future(impl):
@@ -206,6 +245,11 @@ def test_shared_thread_pool_submit_and_shutdown(impl):
             for n in range(per):
                 if i == 0 and n == per // 2:
                     ex.shutdown(wait=True, cancel_futures=cancel)
+                if i == 0 and n >= per // 2:
+                    # after this thread's own shutdown(): always refused
+                    with pytest.raises(RuntimeError, match="after shutdown"):
+                        ex.submit(runs.add, (i, n))
+                    continue
                 try:
                     f = ex.submit(runs.add, (i, n))
                 except RuntimeError:
