@@ -281,6 +281,11 @@ cf_is_future(cf_state *st, PyObject *op)
 cf_state *future_state(PyObject *self);     /* NULL with an exception */
 /* Post the C waiters linked to fut that want event (GIL). */
 void notify_links(FutureObject *fut, int event);
+/* futcallbacks.c: run fut's callbacks once (list moved out first), or one
+ * callback fn; log what they raise like the stdlib.  0, or -1 with an
+ * exception that must propagate. */
+int cf_invoke_callbacks(cf_state *st, FutureObject *fut);
+int cf_call_callback(cf_state *st, PyObject *fut, PyObject *fn);
 /* futattrs.c: the private attributes (_state, _condition, ...) */
 extern PyGetSetDef cf_future_getset[];
 /* Make (lazily) and return the shared _condition / _waiters /
