@@ -7,6 +7,7 @@ those that can hang or crash run as scripts in a subprocess with a timeout.
 """
 import multiprocessing as mp
 import os
+import sys
 import time
 
 import pytest
@@ -145,6 +146,9 @@ print("CHILDREN", len(h.stray_children()))
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("method", METHODS)
 def test_worker_killed_during_large_transfers(impl, method):
+    if impl.__name__ != "cfutures" and sys.version_info < (3, 11):
+        pytest.skip("the 3.10 stdlib hangs here (its manager thread, on a "
+                    "worker killed mid-transfer)")
     r = run_script(KILLED_MID_TRANSFER.format(method=method), impl,
                    timeout=170)
     out = r.stdout
