@@ -26,6 +26,7 @@ import threading
 import time
 
 from _common import import_cfutures, run_alternating
+from bench_thread import started_executor  # 2 workers, both running
 
 WORKERS = 2
 CPU_LOOPS = 20000       # ~1 ms of pure Python per task on these machines
@@ -40,14 +41,6 @@ def cpu_task(n):
 
 def trivial(x):
     return x + 1
-
-
-def started_executor(mod):
-    ex = mod.ThreadPoolExecutor(max_workers=WORKERS)
-    barrier = threading.Barrier(WORKERS)
-    for f in [ex.submit(barrier.wait, 30) for _ in range(WORKERS)]:
-        f.result(timeout=30)
-    return ex
 
 
 def bench_serial_cpu(mod, n):
