@@ -320,11 +320,16 @@ ex1 = M.ProcessPoolExecutor(2, mp_context=ctx)
 blobs1 = [os.urandom(2**20) for _ in range(6)]
 fs1 = [ex1.submit(h.when_exists, gate, b) for b in blobs1]
 fs1.append(ex1.submit(h.identity, blob))
-while len(ex1._processes) < 2 or not all(
-        inodes(p) for p in list(ex1._processes)):
-    time.sleep(0.01)                    # both workers hold their regions
+# Both workers hold their regions.  Polled until all three are seen: a
+# worker starting up dup()s and closes its region fds, and a listing of
+# /proc/PID/fd taken meanwhile can miss one.
+deadline = time.monotonic() + 60
+while True:
+    in1 = pool_inodes(ex1) if len(ex1._processes) == 2 else set()
+    if len(in1) >= 3 or time.monotonic() > deadline:
+        break
+    time.sleep(0.01)
 pids1 = list(ex1._processes)
-in1 = pool_inodes(ex1)
 ex1.shutdown(wait=False)
 del ex1
 gc.collect()
