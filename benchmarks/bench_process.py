@@ -11,7 +11,8 @@ which always starts its workers its own way (spawn-like, cloudpickle).
   submit, wait each     submit 20,000 tasks, then wait for each result
   map, chunksize=1000   map() over 200,000 items
   CPU job               map() of 8 pure-Python loops of ~0.1 s each
-  start-up              constructor + first result + shutdown
+  start-up              constructor + first result + shutdown (each
+                        round: the implementations in turn, 3 times)
   1 MB payloads         64 tasks taking and returning 1 MB bytes objects
 
 Targets: >= 10x at chunksize 1 (map and submit), >= 1.5x at chunksize
@@ -159,13 +160,18 @@ CASES = [("map1", case_map1), ("submit", case_submit),
          ("payload", case_payload)]
 
 
-def run_round(impl, sizes, results):
+STARTS = 3     # start-ups per implementation per round
+
+
+def run_startup(impl, results):
     t0 = time.perf_counter()
     ex = impl.start()
     impl.submit_all(ex, trivial, [1])
     impl.stop(ex)
     results.setdefault("startup", []).append(time.perf_counter() - t0)
 
+
+def run_round(impl, sizes, results):
     ex = impl.start()
     try:
         impl.warm(ex)
@@ -195,25 +201,41 @@ def plan(ctx):
     results = {i.name: {} for i in impls}
     failed = {}
 
+    def attempt(impl, fn, *args):
+        if impl.name in failed:
+            return
+        try:
+            fn(impl, *args, results[impl.name])
+        except Exception as e:
+            if impl.name in ("stdlib", "cfutures"):
+                raise
+            # a third-party pool that fails here loses its column
+            failed[impl.name] = "%s: %s" % (type(e).__name__, e)
+            ctx.note("%s failed, left out: %s" % (impl.name,
+                                                 failed[impl.name]))
+
     def step(impl):
         def run():
-            if impl.name in failed:
-                return []
-            try:
-                run_round(impl, sizes, results[impl.name])
-            except Exception as e:
-                if impl.name in ("stdlib", "cfutures"):
-                    raise
-                # a third-party pool that fails here loses its column
-                failed[impl.name] = "%s: %s" % (type(e).__name__, e)
-                ctx.note("%s failed, left out: %s" % (impl.name,
-                                                     failed[impl.name]))
+            attempt(impl, run_round, sizes)
+            return []
+        return run
+
+    def startups(order):
+        # Start-up is fork- (or spawn-) bound and so sensitive to what ran
+        # just before: the implementations take turns back to back, STARTS
+        # times each, so that each sees the same process state.
+        def run():
+            for _ in range(STARTS):
+                for impl in order:
+                    attempt(impl, run_startup)
             return []
         return run
 
     steps = []
     for r in range(ctx.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
+        steps.append(("round %d/%d, start-up" % (r + 1, ctx.rounds),
+                      startups(order)))
         for impl in order:
             steps.append(("round %d/%d, %s" % (r + 1, ctx.rounds, impl.name),
                           step(impl)))
