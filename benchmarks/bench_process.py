@@ -166,9 +166,16 @@ STARTS = 3     # start-ups per implementation per round
 def run_startup(impl, results):
     t0 = time.perf_counter()
     ex = impl.start()
-    impl.submit_all(ex, trivial, [1])
-    impl.stop(ex)
+    try:
+        impl.submit_all(ex, trivial, [1])
+    finally:
+        impl.stop(ex)
     results.setdefault("startup", []).append(time.perf_counter() - t0)
+
+
+def run_first_startup(impl, results):
+    """Untimed: the first pool of a run may also start a forkserver."""
+    run_startup(impl, {})
 
 
 def run_round(impl, sizes, results):
@@ -231,7 +238,12 @@ def plan(ctx):
             return []
         return run
 
-    steps = []
+    def first_starts():
+        for impl in impls:
+            attempt(impl, run_first_startup)
+        return []
+
+    steps = [("first start-ups (not timed)", first_starts)]
     for r in range(ctx.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
         steps.append(("round %d/%d, start-up" % (r + 1, ctx.rounds),

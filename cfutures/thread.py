@@ -18,7 +18,17 @@ __all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
 
 # Every worker ever started, for the exit hook.
 _workers = weakref.WeakSet()
-_cfutures._tp_configure(threading.Thread, _workers)
+
+
+def _ft_tick():
+    # Free-threaded builds: workers call this now and then.  Entering Python
+    # code is where a thread frees the objects it allocated that other
+    # threads released (biased reference counting merges them there); a
+    # worker running only C callables (sum, len, ...) would keep them all.
+    pass
+
+
+_cfutures._tp_configure(threading.Thread, _workers, _ft_tick)
 
 
 def _python_exit():

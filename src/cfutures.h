@@ -245,6 +245,7 @@ typedef struct {
     PyObject *tp_Thread;                /* threading.Thread */
     PyObject *tp_all_threads;           /* WeakSet of every worker */
     PyObject *tp_worker_fn;             /* _thread_worker */
+    PyObject *tp_tick;                  /* free-threaded: a Python no-op */
 
     cf_proc_state proc;                 /* the process pool */
 

@@ -748,11 +748,13 @@ PyDoc_STRVAR(tp_configure_doc,
 static PyObject *
 tp_configure(PyObject *mod, PyObject *args)
 {
-    PyObject *thread_cls, *all_threads;
-    if (!PyArg_ParseTuple(args, "OO:_tp_configure", &thread_cls, &all_threads)) {
+    PyObject *thread_cls, *all_threads, *tick = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|O:_tp_configure", &thread_cls,
+                          &all_threads, &tick)) {
         return NULL;
     }
     cf_state *st = cf_get_state(mod);
+    Py_XSETREF(st->tp_tick, tick == Py_None ? NULL : Py_NewRef(tick));
     Py_XSETREF(st->tp_Thread, Py_NewRef(thread_cls));
     Py_XSETREF(st->tp_all_threads, Py_NewRef(all_threads));
     if (st->tp_worker_fn == NULL) {
@@ -872,6 +874,7 @@ cf_threadpool_traverse(cf_state *st, visitproc visit, void *arg)
     Py_VISIT(st->tp_Thread);
     Py_VISIT(st->tp_all_threads);
     Py_VISIT(st->tp_worker_fn);
+    Py_VISIT(st->tp_tick);
     Py_VISIT(st->empty_tuple);
     return 0;
 }
@@ -884,5 +887,6 @@ cf_threadpool_clear(cf_state *st)
     Py_CLEAR(st->tp_Thread);
     Py_CLEAR(st->tp_all_threads);
     Py_CLEAR(st->tp_worker_fn);
+    Py_CLEAR(st->tp_tick);
     Py_CLEAR(st->empty_tuple);
 }

@@ -261,6 +261,24 @@ const char thread_worker_doc[] =
 "_thread_worker($module, pool, init, /)\n--\n\n"
 "Body of a ThreadPoolExecutor worker thread (runs until the pool stops).";
 
+/* Free-threaded: run a little Python code, where the interpreter frees
+ * what other threads queued for this one (thread.py's _ft_tick). */
+static void
+ft_tick(cf_state *st)
+{
+#if CF_FT
+    if (st->tp_tick != NULL) {
+        PyObject *r = PyObject_CallNoArgs(st->tp_tick);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(st->tp_tick);
+        }
+        Py_XDECREF(r);
+    }
+#else
+    (void)st;
+#endif
+}
+
 PyObject *
 thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -300,8 +318,12 @@ thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                 /* let other threads have the GIL now and then */
                 Py_BEGIN_ALLOW_THREADS
                 Py_END_ALLOW_THREADS
+                ft_tick(st);
                 n = 0;
             }
+        }
+        if (n > 0) {
+            ft_tick(st);
         }
         w = wait_for_work(p);
         if (w == NULL) {

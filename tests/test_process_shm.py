@@ -323,12 +323,13 @@ fs1.append(ex1.submit(h.identity, blob))
 # Both workers hold their regions.  Polled until all three are seen: a
 # worker starting up dup()s and closes its region fds, and a listing of
 # /proc/PID/fd taken meanwhile can miss one.
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 25
 while True:
     in1 = pool_inodes(ex1) if len(ex1._processes) == 2 else set()
     if len(in1) >= 3 or time.monotonic() > deadline:
         break
     time.sleep(0.01)
+print("IN1", len(in1), flush=True)
 pids1 = list(ex1._processes)
 ex1.shutdown(wait=False)
 del ex1

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import weakref
@@ -57,9 +56,6 @@ def test_fork_inside_a_task(impl, mode):
 
 
 @needs_fork
-@pytest.mark.skipif(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-                    reason="free-threaded 3.13t: this fork stress hangs with cfutures "
-                           "(not yet diagnosed; issue 10 stays open)")
 @pytest.mark.timeout(150)
 def test_fork_stress_while_pools_are_used(impl):
     proc = run_script("thread_fork_stress.py", impl.__name__, 200, timeout=120)
