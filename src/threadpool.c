@@ -742,8 +742,10 @@ static PyType_Spec ThreadPool_spec = {
 /* ---------------------------------------------- fork and exit hooks */
 
 PyDoc_STRVAR(tp_configure_doc,
-"_tp_configure($module, thread_class, all_threads, /)\n--\n\n"
-"Called once by cfutures.thread: threading.Thread and a WeakSet.");
+"_tp_configure($module, thread_class, all_threads, tick=None, /)\n--\n\n"
+"Called once by cfutures.thread: threading.Thread, a WeakSet, and the\n"
+"Python no-op free-threaded workers call now and then (kept for good\n"
+"once set: running workers read it without a lock).");
 
 static PyObject *
 tp_configure(PyObject *mod, PyObject *args)
@@ -754,7 +756,9 @@ tp_configure(PyObject *mod, PyObject *args)
         return NULL;
     }
     cf_state *st = cf_get_state(mod);
-    Py_XSETREF(st->tp_tick, tick == Py_None ? NULL : Py_NewRef(tick));
+    if (st->tp_tick == NULL && tick != Py_None) {
+        st->tp_tick = Py_NewRef(tick);
+    }
     Py_XSETREF(st->tp_Thread, Py_NewRef(thread_cls));
     Py_XSETREF(st->tp_all_threads, Py_NewRef(all_threads));
     if (st->tp_worker_fn == NULL) {

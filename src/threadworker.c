@@ -299,9 +299,9 @@ thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         tls_current = NULL;
         Py_RETURN_NONE;
     }
+    int n = 0;      /* tasks run since the last tick (and GIL release) */
     for (;;) {
         /* Holding the GIL: run what is queued, up to CF_BATCH tasks. */
-        int n = 0;
         cf_work *w;
         for (;;) {
             pthread_mutex_lock(&p->mu);
@@ -324,12 +324,14 @@ thread_worker(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         }
         if (n > 0) {
             ft_tick(st);
+            n = 0;
         }
         w = wait_for_work(p);
         if (w == NULL) {
             break;
         }
         run_work(p, st, w, &current);
+        n = 1;
     }
     /* Like the stdlib's worker: flag the executor as shut down as early as
      * possible (after interpreter exit began, submit then says so). */
