@@ -523,23 +523,7 @@ ProcShm_Open(int fd)
     return s;
 }
 
-void
-ProcShm_Free(ProcShm *s)
-{
-    if (s == NULL) {
-        return;
-    }
-    if (s->base != NULL) {
-        munmap(s->base, s->cap);
-    }
-    if (s->fd >= 0) {
-        close(s->fd);
-    }
-    free(s->spans);
-    pthread_mutex_destroy(&s->mutex);
-    free(s);
-}
-
+/* Unmap and close (async-signal-safe: a fork child's hook calls it). */
 void
 ProcShm_ForkChild(ProcShm *s)
 {
@@ -554,6 +538,18 @@ ProcShm_ForkChild(ProcShm *s)
         close(s->fd);
         s->fd = -1;
     }
+}
+
+void
+ProcShm_Free(ProcShm *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    ProcShm_ForkChild(s);
+    free(s->spans);
+    pthread_mutex_destroy(&s->mutex);
+    free(s);
 }
 
 static ProcShmSpan *
