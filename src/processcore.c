@@ -862,7 +862,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProcessCoreObject *core = (ProcessCoreObject *)self;
     ProcShared *sh = core->sh;
-    if (sh == NULL || sh->inherited) {
+    if (core_inherited(core)) {
         Py_RETURN_NONE;
     }
     /* Signals belong to the main thread.  This thread keeps every
@@ -929,7 +929,7 @@ ProcessCore_run(PyObject *self, PyObject *Py_UNUSED(ignored))
 int
 cf_core_wait_done(ProcessCoreObject *core)
 {
-    if (core->sh == NULL || core->sh->inherited) {
+    if (core_inherited(core)) {
         /* a fork child (a fork worker runs threading._shutdown() too):
          * the parent's dispatcher is not ours to wait for */
         return 0;
@@ -990,6 +990,9 @@ static PyObject *
 ProcessCore_wait_done(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     int r;
+    if (core_inherited((ProcessCoreObject *)self)) {
+        Py_RETURN_NONE;     /* the parent's dispatcher is not ours */
+    }
     Py_BEGIN_CRITICAL_SECTION(self);
     r = cf_core_wait_done((ProcessCoreObject *)self);
     Py_END_CRITICAL_SECTION();

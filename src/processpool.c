@@ -18,14 +18,22 @@ typedef struct {
     PyObject *core;             /* the current _ProcessCore */
 } ProcessPoolObject;
 
-/* The current core, a new reference (or NULL with RuntimeError). */
+/* The current core, a new reference (or NULL). */
 static ProcessCoreObject *
-get_core(PyObject *self)
+get_core_or_null(PyObject *self)
 {
     PyObject *c;
     Py_BEGIN_CRITICAL_SECTION(self);
     c = Py_XNewRef(((ProcessPoolObject *)self)->core);
     Py_END_CRITICAL_SECTION();
+    return (ProcessCoreObject *)c;
+}
+
+/* The current core, a new reference (or NULL with RuntimeError). */
+static ProcessCoreObject *
+get_core(PyObject *self)
+{
+    ProcessCoreObject *c = get_core_or_null(self);
     if (c == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "ProcessPoolExecutor.__init__() was not called");
@@ -147,12 +155,6 @@ static PyObject *
 core_submit(cf_state *st, ProcessCoreObject *core, PyObject *const *args,
             Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (core->sh->inherited) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot submit to a ProcessPoolExecutor inherited "
-                        "through fork(): it belongs to the parent process");
-        return NULL;
-    }
     if (core->broken != NULL) {
         return raise_broken(st, core);
     }
@@ -359,6 +361,13 @@ ProcessPool_submit(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         return NULL;
     }
     PyObject *fut;
+    if (core_inherited(core)) {
+        Py_DECREF(core);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot submit to a ProcessPoolExecutor inherited "
+                        "through fork(): it belongs to the parent process");
+        return NULL;
+    }
     Py_BEGIN_CRITICAL_SECTION(core);
     fut = core_submit(st, core, args, nargs, kwnames);
     Py_END_CRITICAL_SECTION();
@@ -424,7 +433,7 @@ ProcessPool_shutdown(PyObject *self, PyTypeObject *cls, PyObject *const *args,
         return NULL;
     }
     int r = 0;
-    if (!core->sh->inherited) {
+    if (!core_inherited(core)) {
         Py_BEGIN_CRITICAL_SECTION(core);
         r = core_shutdown(st, core, wait, cancel);
         Py_END_CRITICAL_SECTION();
@@ -465,31 +474,37 @@ core_shutdown(cf_state *st, ProcessCoreObject *core, int wait, int cancel)
     return 0;
 }
 
-/* which: 0 _processes, 1 _broken, 2 _shutdown_thread; read under the
- * core's critical section. */
+/* which: 0 _processes, 1 _broken, 2 _shutdown_thread */
+static PyObject *
+core_attr_locked(ProcessCoreObject *core, int which)
+{
+    if (which == 0) {
+        /* The stdlib's shutdown() sets it to None (3.10-3.13). */
+        return core->processes_dropped ? NULL : Py_XNewRef(core->processes);
+    }
+    if (which == 1) {
+        return Py_XNewRef(core->broken);
+    }
+    return PyBool_FromLong(core->shutdown);
+}
+
+/* Read under the core's critical section, but a fork child's copy without
+ * (nothing changes it there, and its mutex may have been copied locked). */
 static PyObject *
 core_attr(PyObject *self, int which)
 {
-    PyObject *c;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    c = Py_XNewRef(((ProcessPoolObject *)self)->core);
-    Py_END_CRITICAL_SECTION();
-    ProcessCoreObject *core = (ProcessCoreObject *)c;
+    ProcessCoreObject *core = get_core_or_null(self);
     PyObject *r = NULL;
     if (core != NULL) {
-        Py_BEGIN_CRITICAL_SECTION(core);
-        if (which == 0) {
-            /* The stdlib's shutdown() sets it to None (3.10-3.13). */
-            r = core->processes_dropped ? NULL : Py_XNewRef(core->processes);
-        }
-        else if (which == 1) {
-            r = Py_XNewRef(core->broken);
+        if (core_inherited(core)) {
+            r = core_attr_locked(core, which);
         }
         else {
-            r = PyBool_FromLong(core->shutdown);
+            Py_BEGIN_CRITICAL_SECTION(core);
+            r = core_attr_locked(core, which);
+            Py_END_CRITICAL_SECTION();
         }
-        Py_END_CRITICAL_SECTION();
-        Py_DECREF(c);
+        Py_DECREF(core);
     }
     if (r == NULL) {
         r = Py_NewRef(which == 0 ? Py_None : Py_False);
@@ -518,10 +533,7 @@ ProcessPool_get_shutdown(PyObject *self, void *Py_UNUSED(c))
 static PyObject *
 ProcessPool_get_core(PyObject *self, void *Py_UNUSED(c))
 {
-    PyObject *core;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    core = Py_XNewRef(((ProcessPoolObject *)self)->core);
-    Py_END_CRITICAL_SECTION();
+    PyObject *core = (PyObject *)get_core_or_null(self);
     return core ? core : Py_NewRef(Py_None);
 }
 
@@ -546,7 +558,7 @@ ProcessPool_finalize(PyObject *self)
     /* The executor is gone: like the stdlib's weakref callback, let the
      * dispatcher finish queued work and stop the workers. */
     ProcessCoreObject *core = (ProcessCoreObject *)((ProcessPoolObject *)self)->core;
-    if (core != NULL) {
+    if (core != NULL && !core_inherited(core)) {
         Py_BEGIN_CRITICAL_SECTION(core);
         if (!core->executor_gone) {
             core->executor_gone = 1;

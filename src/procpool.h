@@ -165,6 +165,16 @@ core_shutting_down(ProcessCoreObject *core)
            || core_state(core)->proc.global_shutdown;
 }
 
+/* A fork child's copy of its parent's pool.  Checked before any critical
+ * section on the core: free-threaded, its object mutex can have been
+ * copied locked (by the thread that forked, or handed to a thread that
+ * was waiting to re-attach), and nobody in the child will unlock it. */
+static inline int
+core_inherited(ProcessCoreObject *core)
+{
+    return core->sh == NULL || core->sh->inherited;
+}
+
 static inline Py_ssize_t
 core_capacity(ProcessCoreObject *core)
 {

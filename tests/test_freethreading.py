@@ -394,3 +394,62 @@ def test_worker_frees_what_other_threads_released(impl, serial):
     # 50,000 results of 2 KB: kept, about 100 MiB; freed, about 0
     grown = int(r.stdout.split()[1])
     assert grown < 32, (r.stdout, r.stderr)
+
+
+# A fork child's copy of a pool's lock.  Free-threaded, a pool's state is
+# guarded by its object's critical section; a thread that was waiting for
+# it can be handed it and then stopped by fork() before it runs on, so the
+# child's copy of the lock is held by a thread the child does not have.
+# Every fork worker passes through the interpreter-exit hook, which visits
+# every started pool: it must not wait on an inherited pool's lock (it did:
+# 3.13t hung within 2 s here, every time).
+HANDOFF = """
+import os, threading, multiprocessing as mp
+import {mod} as M
+ctx = mp.get_context("fork")
+blob = os.urandom(4 << 20)
+ex_a = M.ProcessPoolExecutor(1, mp_context=ctx)
+ex_a.submit(abs, -1).result()        # started: registered for interpreter exit
+stop = False
+def poke():
+    while not stop:
+        ex_a._processes              # takes pool A's lock (free-threaded)
+pokers = [threading.Thread(target=poke) for _ in range(3)]
+for t in pokers:
+    t.start()
+try:
+    for n in range({rounds}):
+        fa = ex_a.submit(len, blob)  # holds A's lock while it pickles
+        with M.ProcessPoolExecutor(2, mp_context=ctx) as ex_b:
+            assert ex_b.submit(abs, -2).result(timeout=60) == 2
+        assert fa.result(timeout=60) == len(blob)
+        print(n, flush=True)
+finally:
+    stop = True
+    for t in pokers:
+        t.join()
+ex_a.shutdown()
+print("ROUNDS", n + 1)
+"""
+
+
+@pytest.mark.timeout(LONG * 4)
+def test_fork_children_pass_a_lock_held_at_fork(impl):
+    import multiprocessing as mp
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork start method")
+    # Where the race is (ours, free-threaded) many rounds; elsewhere a few:
+    # the stdlib's rounds are slow, and on GIL builds the pokers take turns
+    # with the main thread for the GIL.
+    rounds = 10 * SCALE
+    if FREE_THREADED and impl.__name__ == "cfutures":
+        rounds *= 10
+    code = HANDOFF.format(mod=impl.__name__, rounds=rounds)
+    try:
+        r = subprocess.run([sys.executable, "-W", "ignore", "-c", code],
+                           capture_output=True, text=True,
+                           timeout=LONG * 3)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("hung; stdout so far: %r" % (e.stdout,))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-2:] == ["ROUNDS", str(rounds)]

@@ -381,11 +381,6 @@ print("DROPPED", len(inodes(os.getpid())), _cfutures._shm_cache()[0])
 @pytest.mark.timeout(180)
 def test_region_cache_is_bounded(impl):
     cf_only(impl)
-    import sysconfig
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        # 3.13t: two 3-worker fork pools at once sometimes hang with
-        # shared memory, with or without the cache (open issue)
-        pytest.skip("hangs intermittently on free-threaded builds")
     r = run_script(MANY.format(method="fork"), impl, timeout=170)
     lines = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
     assert "DROPPED" in lines, (r.stdout, r.stderr[-3000:])
