@@ -5,7 +5,9 @@ interpreter.
     PYTHON_GIL=0 python benchmarks/bench_freethreaded.py [--rounds N] [--quick]
 
   pure-Python CPU tasks      a 2-worker pool vs the same calls one after the
-                             other in this thread (target >= 1.8x)
+                             other in this thread (target >= 1.8x); beside
+                             it what 2 processes and 2 plain threads get
+                             (the machine's and the interpreter's ceiling)
   submit + result, map       trivial tasks, cfutures vs the stdlib's pool
                              (target >= 10x)
   4 submitting threads       4 threads submit trivial tasks to one 2-worker
@@ -14,13 +16,17 @@ interpreter.
                              than one core's worth of work was done)
 
 Runs on GIL builds too (the CPU row then shows ~1x).  Medians over the
-rounds, implementations alternating; the script reports, it never fails.
+rounds, implementations alternating; the CPU row's ratios are taken within
+each round (all its columns back to back), then the median.  The script
+reports, it never fails.
 """
 
 import argparse
 import concurrent.futures
+import gc
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -50,18 +56,64 @@ def bench_serial_cpu(mod, n):
     return (time.perf_counter() - t0) / n
 
 
+def _take_tasks(take):
+    # Each takes the next task while any is left, as a pool's workers do
+    # (a fixed half each would wait for the slower vCPU of this VM).
+    while take():
+        cpu_task(CPU_LOOPS)
+
+
 def bench_threads_cpu(mod, n):
-    """The machine's ceiling: the same calls on WORKERS plain threads."""
-    per = n // WORKERS
-    ts = [threading.Thread(target=lambda: [cpu_task(CPU_LOOPS)
-                                           for _ in range(per)])
+    """The interpreter's ceiling: the same calls on WORKERS plain threads."""
+    import queue
+    todo = queue.SimpleQueue()
+    for _ in range(n):
+        todo.put(1)
+
+    def take():
+        try:
+            return todo.get_nowait()
+        except queue.Empty:
+            return 0
+
+    ts = [threading.Thread(target=_take_tasks, args=(take,))
           for _ in range(WORKERS)]
     t0 = time.perf_counter()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    return (time.perf_counter() - t0) / (per * WORKERS)
+    return (time.perf_counter() - t0) / n
+
+
+class _Counter:
+    """Tasks left, shared between processes."""
+
+    def __init__(self, ctx, n):
+        self.left = ctx.Value("i", n)
+
+    def __call__(self):
+        with self.left.get_lock():
+            if self.left.value == 0:
+                return 0
+            self.left.value -= 1
+            return 1
+
+
+def bench_procs_cpu(mod, n):
+    """The machine's ceiling without the interpreter's: WORKERS processes
+    (fork; start-up included, a few ms)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    take = _Counter(ctx, n)
+    ps = [ctx.Process(target=_take_tasks, args=(take,))
+          for _ in range(WORKERS)]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return (time.perf_counter() - t0) / n
 
 
 def bench_pool_cpu(mod, n):
@@ -150,24 +202,48 @@ def main(argv=None):
         WORKERS, rounds))
     print()
 
-    n_cpu = 200 // scale
-    base = run_alternating(
-        lambda f, n: f(None, n),
-        {"serial": bench_serial_cpu, "threads": bench_threads_cpu},
-        rounds, n_cpu)
-    serial = base["serial"]
-    pool = run_alternating(bench_pool_cpu, mods, rounds, n_cpu)
-    print("| pure-Python tasks, per task | serial | %d plain threads | "
-          "stdlib pool | cfutures pool | cfutures vs serial | target |"
-          % WORKERS)
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    cfp = pool.get("cfutures")
-    print("| ~%s of Python each | %s | %s (%.2fx) | %s (%.2fx) | %s | %s "
-          "| >= 1.8x |" % (
-              fmt_time(serial), fmt_time(serial), fmt_time(base["threads"]),
-              serial / base["threads"], fmt_time(pool["stdlib"]),
-              serial / pool["stdlib"], fmt_time(cfp) if cfp else "-",
-              "%.2fx" % (serial / cfp) if cfp else "-"))
+    # The CPU row: the four measured back to back in each round (the order
+    # rotating), and each ratio taken within its round: this VM's speed
+    # drifts by tens of percent within a minute, which separate medians of
+    # serial and pool runs would book as scaling.
+    n_cpu = 100 if args.quick else 200
+    cpu = {"serial": lambda: bench_serial_cpu(None, n_cpu),
+           "threads": lambda: bench_threads_cpu(None, n_cpu),
+           "procs": lambda: bench_procs_cpu(None, n_cpu)}
+    for name, mod in mods.items():
+        cpu[name] = (lambda m: lambda: bench_pool_cpu(m, n_cpu))(mod)
+    names = list(cpu)
+    times = {k: [] for k in names}
+    for r in range(rounds + 2):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            gc.collect()
+            gc.disable()
+            try:
+                times[k].append(cpu[k]())
+            finally:
+                gc.enable()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speedup = {k: statistics.median(s / t for s, t in zip(times["serial"],
+                                                          times[k]))
+               for k in names}
+    print("| pure-Python tasks, per task | serial | %d processes | "
+          "%d plain threads | stdlib pool | cfutures pool | "
+          "cfutures vs serial | target |" % (WORKERS, WORKERS))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    has_cf = "cfutures" in med
+
+    def cell(k):
+        return "%s (%.2fx)" % (fmt_time(med[k]), speedup[k])
+
+    print("| ~%s of Python each | %s | %s | %s | %s | %s | %s | >= 1.8x |" % (
+        fmt_time(med["serial"]), fmt_time(med["serial"]), cell("procs"),
+        cell("threads"), cell("stdlib"),
+        fmt_time(med["cfutures"]) if has_cf else "-",
+        "%.2fx" % speedup["cfutures"] if has_cf else "-"))
+    print("(each ratio: the median over %d rounds of the serial time / that "
+          "round's time; %d processes and %d plain threads show what the "
+          "machine and the interpreter allow)" % (rounds + 2, WORKERS,
+                                                  WORKERS))
     print()
 
     n = 100_000 // scale
