@@ -17,6 +17,13 @@
 static pthread_mutex_t reg_mutex = PTHREAD_MUTEX_INITIALIZER;
 static ProcShared *reg_head;
 static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+static unsigned fork_generation;
+
+unsigned
+ProcShared_ForkGeneration(void)
+{
+    return __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
+}
 
 static void
 reg_prepare(void)
@@ -69,6 +76,7 @@ static void
 reg_child(void)
 {
     /* Only async-signal-safe work: close fds, unmap, reset mutexes. */
+    fork_generation++;
     for (ProcShared *s = reg_head; s != NULL; s = s->reg_next) {
         if (!s->inherited) {
             s->inherited = 1;

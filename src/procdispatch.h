@@ -136,6 +136,9 @@ typedef struct {
 /* Registered for the fork hooks; NULL on ENOMEM. */
 ProcShared *ProcShared_New(void);
 void ProcShared_Free(ProcShared *sh);
+/* How many fork()s this process descends through since the first
+ * ProcShared_New() (bumped in the child only: constant in a process). */
+unsigned ProcShared_ForkGeneration(void);
 void ProcWorker_Free(ProcWorker *w);
 /* GIL holder launching w: give it a result region, and the pool a task
  * region if it has none; *tfd and *rfd are CLOEXEC dups for the child (-1:

@@ -16,15 +16,31 @@
 typedef struct {
     PyObject_HEAD
     PyObject *core;             /* the current _ProcessCore */
+    unsigned fork_gen;          /* ProcShared_ForkGeneration() at __init__ */
 } ProcessPoolObject;
+
+/* An executor a fork child copied from its parent.  Its critical section
+ * (free-threaded) may have been copied locked, as a core's can (see
+ * core_inherited), so it is not taken: the parent's threads are not here
+ * to race, only a child's own __init__() again could. */
+static inline int
+pool_inherited(ProcessPoolObject *pool)
+{
+    return __atomic_load_n(&pool->fork_gen, __ATOMIC_RELAXED)
+           != ProcShared_ForkGeneration();
+}
 
 /* The current core, a new reference (or NULL). */
 static ProcessCoreObject *
 get_core_or_null(PyObject *self)
 {
+    ProcessPoolObject *pool = (ProcessPoolObject *)self;
     PyObject *c;
+    if (pool_inherited(pool)) {
+        return (ProcessCoreObject *)Py_XNewRef(pool->core);
+    }
     Py_BEGIN_CRITICAL_SECTION(self);
-    c = Py_XNewRef(((ProcessPoolObject *)self)->core);
+    c = Py_XNewRef(pool->core);
     Py_END_CRITICAL_SECTION();
     return (ProcessCoreObject *)c;
 }
@@ -119,18 +135,28 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
      * submitted to it still runs, then its workers stop.  Callers of
      * submit()/shutdown() running on it hold their own reference. */
     PyObject *old;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    old = pool->core;
-    pool->core = (PyObject *)core;
-    Py_END_CRITICAL_SECTION();
+    unsigned gen = ProcShared_ForkGeneration();
+    if (pool_inherited(pool)) {
+        old = pool->core;
+        pool->core = (PyObject *)core;
+        __atomic_store_n(&pool->fork_gen, gen, __ATOMIC_RELAXED);
+    }
+    else {
+        Py_BEGIN_CRITICAL_SECTION(self);
+        old = pool->core;
+        pool->core = (PyObject *)core;
+        Py_END_CRITICAL_SECTION();
+    }
     if (old != NULL) {
         ProcessCoreObject *oc = (ProcessCoreObject *)old;
-        Py_BEGIN_CRITICAL_SECTION(old);
-        if (!oc->executor_gone) {
-            oc->executor_gone = 1;
-            ProcShared_Kick(oc->sh);
+        if (!core_inherited(oc)) {
+            Py_BEGIN_CRITICAL_SECTION(old);
+            if (!oc->executor_gone) {
+                oc->executor_gone = 1;
+                ProcShared_Kick(oc->sh);
+            }
+            Py_END_CRITICAL_SECTION();
         }
-        Py_END_CRITICAL_SECTION();
         Py_DECREF(old);
     }
     Py_RETURN_NONE;
