@@ -923,6 +923,14 @@ Future_init(PyObject *self, PyObject *args, PyObject *kwds)
      * way; their owners, not the future, hold their memory. */
     PyObject *old[5];
     CF_FUT_LOCK(fut);
+    if (fut->fut_links == NULL && fut->fut_result == NULL
+        && fut->fut_exception == NULL && fut->fut_callbacks == NULL
+        && fut->fut_condition == NULL && fut->fut_waiters == NULL) {
+        /* the usual case, a new future: nothing to orphan or drop */
+        CF_SET_STATE(fut, CF_PENDING);
+        CF_FUT_UNLOCK(fut);
+        return 0;
+    }
     for (cf_link *l = fut->fut_links, *next; l != NULL; l = next) {
         next = l->next;
         l->prev = l->next = NULL;

@@ -16,18 +16,29 @@
 typedef struct {
     PyObject_HEAD
     PyObject *core;             /* the current _ProcessCore */
-    unsigned fork_gen;          /* ProcShared_ForkGeneration() at __init__ */
+    unsigned fork_gen;          /* ProcShared_ForkGeneration() when made */
 } ProcessPoolObject;
 
-/* An executor a fork child copied from its parent.  Its critical section
+/* An executor a fork child copied from its parent (made in an earlier
+ * generation; a new one in the child is not).  Its critical section
  * (free-threaded) may have been copied locked, as a core's can (see
- * core_inherited), so it is not taken: the parent's threads are not here
- * to race, only a child's own __init__() again could. */
+ * core_inherited), so in the child it is never taken: its core pointer is
+ * read and swapped atomically instead, and a core swapped out by
+ * __init__() is kept (another thread may have just read it). */
 static inline int
 pool_inherited(ProcessPoolObject *pool)
 {
-    return __atomic_load_n(&pool->fork_gen, __ATOMIC_RELAXED)
-           != ProcShared_ForkGeneration();
+    return pool->fork_gen != ProcShared_ForkGeneration();
+}
+
+static PyObject *
+ProcessPool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *self = PyType_GenericNew(type, args, kwds);
+    if (self != NULL) {
+        ((ProcessPoolObject *)self)->fork_gen = ProcShared_ForkGeneration();
+    }
+    return self;
 }
 
 /* The current core, a new reference (or NULL). */
@@ -37,7 +48,8 @@ get_core_or_null(PyObject *self)
     ProcessPoolObject *pool = (ProcessPoolObject *)self;
     PyObject *c;
     if (pool_inherited(pool)) {
-        return (ProcessCoreObject *)Py_XNewRef(pool->core);
+        c = __atomic_load_n(&pool->core, __ATOMIC_ACQUIRE);
+        return (ProcessCoreObject *)Py_XNewRef(c);
     }
     Py_BEGIN_CRITICAL_SECTION(self);
     c = Py_XNewRef(pool->core);
@@ -135,11 +147,10 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
      * submitted to it still runs, then its workers stop.  Callers of
      * submit()/shutdown() running on it hold their own reference. */
     PyObject *old;
-    unsigned gen = ProcShared_ForkGeneration();
-    if (pool_inherited(pool)) {
-        old = pool->core;
-        pool->core = (PyObject *)core;
-        __atomic_store_n(&pool->fork_gen, gen, __ATOMIC_RELAXED);
+    int inherited = pool_inherited(pool);
+    if (inherited) {
+        old = __atomic_exchange_n(&pool->core, (PyObject *)core,
+                                  __ATOMIC_ACQ_REL);
     }
     else {
         Py_BEGIN_CRITICAL_SECTION(self);
@@ -157,7 +168,11 @@ ProcessPool_start(PyObject *self, PyTypeObject *cls, PyObject *const *args,
             }
             Py_END_CRITICAL_SECTION();
         }
-        Py_DECREF(old);
+        if (!(CF_FT && inherited)) {
+            Py_DECREF(old);
+        }
+        /* else kept for the child's life: another thread may have just
+         * read it without a reference (get_core_or_null) */
     }
     Py_RETURN_NONE;
 }
@@ -639,7 +654,7 @@ static PyType_Slot ProcessPool_slots[] = {
     {Py_tp_finalize, ProcessPool_finalize},
     {Py_tp_traverse, ProcessPool_traverse},
     {Py_tp_clear, ProcessPool_clear},
-    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_new, ProcessPool_new},
     {Py_tp_methods, ProcessPool_methods},
     {Py_tp_getset, ProcessPool_getset},
     {0, NULL},

@@ -97,12 +97,14 @@ def test_fork_children_pass_a_lock_held_at_fork(impl):
 
 
 # The same for an executor (its own lock guards which pool it has) in a
-# child of os.fork() that uses it: the attributes, shutdown() and submit()
-# (the stdlib's queues the task for nobody; ours raises) must not wait.
+# child of os.fork() that uses it: the attributes, shutdown(), submit()
+# (the stdlib's queues the task for nobody; ours raises) and __init__()
+# again (then a pool of the child's own) must not wait.
 FORKS = """
 import os, signal, threading, multiprocessing as mp
 import {mod} as M
-ex = M.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+ctx = mp.get_context("fork")
+ex = M.ProcessPoolExecutor(1, mp_context=ctx)
 ex.submit(abs, -1).result()
 stop = False
 def poke():
@@ -120,10 +122,16 @@ try:
             try:
                 signal.alarm(10)     # a hang dies of SIGALRM
                 ex._processes, ex._broken
-                try:
-                    ex.submit(abs, 1)
-                except RuntimeError:
-                    pass
+                if n % 2:
+                    ex.__init__(1, mp_context=ctx)   # a pool of its own
+                    ex._processes
+                    if n == 1:
+                        assert ex.submit(abs, -3).result(timeout=5) == 3
+                else:
+                    try:
+                        ex.submit(abs, 1)
+                    except RuntimeError:
+                        pass
                 ex.shutdown()
                 code = 0
             finally:
