@@ -586,17 +586,22 @@ def test_many_tasks_and_lifecycles_without_growth():
                         f.result()
                     except ValueError:
                         pass
-            gc.collect(); r0 = rss()
-            for _ in range(8):
-                list(ex.map(T.square, range(500)))
-                for _ in range(20):
-                    try:
-                        ex.submit(T.raise_value_error, "x").result()
-                    except ValueError:
-                        pass
-            gc.collect()
-            print("per-task growth KB", (rss() - r0) / 1024)
-            assert rss() - r0 < 2 * 1024 * 1024 or not CHECK_RSS
+            # Two equal phases: a leak grows both, a one-off (an arena
+            # taken under a loaded machine's timing) only one of them.
+            grown = []
+            for phase in range(2):
+                gc.collect(); r0 = rss()
+                for _ in range(8):
+                    list(ex.map(T.square, range(500)))
+                    for _ in range(20):
+                        try:
+                            ex.submit(T.raise_value_error, "x").result()
+                        except ValueError:
+                            pass
+                gc.collect()
+                grown.append(rss() - r0)
+            print("growth KB per phase", [g // 1024 for g in grown])
+            assert min(grown) < 2 * 1024 * 1024 or not CHECK_RSS
 
         code = "import sys; sys.path[:0] = %r; import pickle, _interp_tasks" % (
             sys.path[:3],)
