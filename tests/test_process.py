@@ -177,7 +177,10 @@ def test_chunked_map_close_and_references(impl):
 @pytest.mark.timeout(60)
 def test_map_timeout(impl):
     with pool(impl) as ex:
-        it = ex.map(h.slow, [0.0, 1.5], timeout=0.5)
+        # started first: the timeout runs from map(), and a fork under
+        # AddressSanitizer on a loaded machine took more than 0.5 s (CI)
+        assert ex.submit(h.sq, 2).result(timeout=LONG) == 4
+        it = ex.map(h.slow, [0.0, 3.0], timeout=2.0)
         assert next(it) == 0.0
         with pytest.raises(concurrent.futures.TimeoutError):
             next(it)
