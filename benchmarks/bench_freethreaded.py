@@ -63,6 +63,16 @@ def _take_tasks(take):
         cpu_task(CPU_LOOPS)
 
 
+def _time_workers(workers, n):
+    """Seconds per task for started-then-joined workers running n tasks."""
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return (time.perf_counter() - t0) / n
+
+
 def bench_threads_cpu(mod, n):
     """The interpreter's ceiling: the same calls on WORKERS plain threads."""
     import queue
@@ -76,14 +86,8 @@ def bench_threads_cpu(mod, n):
         except queue.Empty:
             return 0
 
-    ts = [threading.Thread(target=_take_tasks, args=(take,))
-          for _ in range(WORKERS)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return (time.perf_counter() - t0) / n
+    return _time_workers([threading.Thread(target=_take_tasks, args=(take,))
+                          for _ in range(WORKERS)], n)
 
 
 class _Counter:
@@ -106,14 +110,8 @@ def bench_procs_cpu(mod, n):
     import multiprocessing as mp
     ctx = mp.get_context("fork")
     take = _Counter(ctx, n)
-    ps = [ctx.Process(target=_take_tasks, args=(take,))
-          for _ in range(WORKERS)]
-    t0 = time.perf_counter()
-    for p in ps:
-        p.start()
-    for p in ps:
-        p.join()
-    return (time.perf_counter() - t0) / n
+    return _time_workers([ctx.Process(target=_take_tasks, args=(take,))
+                          for _ in range(WORKERS)], n)
 
 
 def bench_pool_cpu(mod, n):

@@ -517,7 +517,7 @@ core_shutdown(cf_state *st, ProcessCoreObject *core, int wait, int cancel)
 
 /* which: 0 _processes, 1 _broken, 2 _shutdown_thread */
 static PyObject *
-core_attr_locked(ProcessCoreObject *core, int which)
+core_attr_read(ProcessCoreObject *core, int which)
 {
     if (which == 0) {
         /* The stdlib's shutdown() sets it to None (3.10-3.13). */
@@ -538,11 +538,11 @@ core_attr(PyObject *self, int which)
     PyObject *r = NULL;
     if (core != NULL) {
         if (core_inherited(core)) {
-            r = core_attr_locked(core, which);
+            r = core_attr_read(core, which);
         }
         else {
             Py_BEGIN_CRITICAL_SECTION(core);
-            r = core_attr_locked(core, which);
+            r = core_attr_read(core, which);
             Py_END_CRITICAL_SECTION();
         }
         Py_DECREF(core);
